@@ -9,6 +9,7 @@ from simclrv2.models.parameter_count import count_parameters, encoder_parameter_
 from simclrv2.models.resnet import BasicBlock, BottleneckBlock, EncoderConfig, ResNet
 from simclrv2.models.selective_kernel import SelectiveKernelConv2d
 
+
 # The paper's figures (backbone parameters, millions): R50-1x about 24M, R152-3x+SK 795M.
 @pytest.mark.parametrize(
     ("depth", "width", "sk_ratio", "millions"), [(50, 1, 0.0, 24), (152, 3, 0.0625, 795)]
@@ -124,7 +125,9 @@ def test_same_max_pool_pads_at_the_end_like_tensorflow():
     # TF SAME, 3x3/2 on 4x4: windows start at 0 and 2; padding only after the last row/col.
     expected = torch.tensor([[[[10.0, 11.0], [14.0, 15.0]]]])
     torch.testing.assert_close(SameMaxPool2d(3, 2)(x), expected)
-    torch.testing.assert_close(SameMaxPool2d(3, 2)(-x).neg(), torch.tensor([[[[0.0, 2.0], [8.0, 10.0]]]]))
+    torch.testing.assert_close(
+        SameMaxPool2d(3, 2)(-x).neg(), torch.tensor([[[[0.0, 2.0], [8.0, 10.0]]]])
+    )
 
 
 def test_shortcut_average_pool_matches_tensorflow_same_semantics():

@@ -56,9 +56,7 @@ class GlobalBatchNorm(_BatchNorm):
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
         self.num_batches_tracked.add_(1)
-        momentum = (
-            1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        )
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         unbiased = var * count / max(count - 1.0, 1.0)  # running_var is unbiased, as in torch
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
@@ -72,7 +70,9 @@ def convert_to_global_batch_norm(
     Parameters on CUDA get torch.nn.SyncBatchNorm, anything else GlobalBatchNorm. Call it
     after moving the model to its device and before wrapping it in DistributedDataParallel.
     """
-    if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm | GlobalBatchNorm):
+    if isinstance(module, _BatchNorm) and not isinstance(
+        module, nn.SyncBatchNorm | GlobalBatchNorm
+    ):
         on_cuda = any(t.is_cuda for t in module.buffers())
         cls = nn.SyncBatchNorm if on_cuda else GlobalBatchNorm
         converted = cls(

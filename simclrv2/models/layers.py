@@ -21,7 +21,7 @@ _TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 
 def batch_norm_2d(channels: int, zero_init: bool = False) -> nn.BatchNorm2d:
-    """BatchNorm2d with the reference decay/epsilon; zero_init starts gamma at 0 (last BN of a block)."""
+    """BatchNorm2d with the reference decay and epsilon; zero_init starts gamma at 0."""
     bn = nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
     if zero_init:
         nn.init.zeros_(bn.weight)

@@ -134,9 +134,7 @@ class BottleneckBlock(nn.Module):
 def _stem(config: EncoderConfig) -> nn.Sequential:
     width = int(64 * config.width_multiplier)
     if config.cifar_stem:
-        return nn.Sequential(
-            conv2d(config.in_channels, width, 3), batch_norm_2d(width), nn.ReLU()
-        )
+        return nn.Sequential(conv2d(config.in_channels, width, 3), batch_norm_2d(width), nn.ReLU())
     if config.sk_ratio > 0:  # ResNet-D stem: three 3x3 convolutions instead of one 7x7.
         convs = [
             conv2d(config.in_channels, width // 2, 3, 2),
