@@ -1,0 +1,48 @@
+# SimCLRv2 on Kubeflow Pipelines. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision are pinned here (not in pyproject) so users can pick another build.
+TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install data run test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[install] creating $(VENV) with torch $(TORCH_VERSION), torchvision $(TORCHVISION_VERSION)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		torch==$(TORCH_VERSION) torchvision==$(TORCHVISION_VERSION)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed  ## create the project venv with everything installed
+
+data:  ## fetch Fashion-MNIST from the Debian archive into .cache/ (no root needed)
+	@scripts/get-fashion-mnist.sh
+
+run: install data  ## the main job: SimCLRv2 vs supervised on 1% of Fashion-MNIST labels
+	$(BIN)/simclrv2 quickstart $(ARGS)
+
+test: install data  ## run the test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install  ## train-step throughput: fp32 vs channels_last + bf16
+	$(BIN)/python benchmarks/train_step_throughput.py $(ARGS)
+
+clean:  ## remove the venv, caches and run outputs (keeps downloaded data)
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,36 @@
+"""Class-balanced, seeded label subsets (the paper's 1% / 10% labels)."""
+
+import math
+
+import torch
+
+
+def balanced_subset(
+    labels: torch.Tensor,
+    fraction: float | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Sorted indices of a class-balanced subset: `per_class` images of every class, or
+    round(fraction * N / num_classes) each. The same labels and seed give the same subset."""
+    if (fraction is None) == (per_class is None):
+        raise ValueError("give exactly one of fraction (e.g. 0.01) or per_class (e.g. 13)")
+    classes = torch.unique(labels)
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+        per_class = max(1, math.floor(fraction * len(labels) / len(classes) + 0.5))
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls in classes:
+        members = torch.nonzero(labels == cls).flatten()
+        if len(members) < per_class:
+            raise ValueError(
+                f"class {int(cls)} has {len(members)} images, fewer than the {per_class} "
+                "asked for; lower the fraction or per_class"
+            )
+        order = torch.randperm(len(members), generator=generator)
+        chosen.append(members[order[:per_class]])
+    return torch.sort(torch.cat(chosen)).values
