@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simclrv2.performance import autocast, prepare_images
+from simclrv2.training.optimizer_step import optimizer_step
 from simclrv2.training.progress import Progress
 
 
@@ -32,11 +33,7 @@ def train_classifier_epochs(
             with autocast(device, bf16):
                 logits = model(images)
             loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            lr = optimizer_step(loss, optimizer, scheduler)
             step += 1
             accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
             history.append(

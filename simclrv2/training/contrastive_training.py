@@ -5,6 +5,7 @@ from torch import nn
 
 from simclrv2.objectives.nt_xent import nt_xent_loss
 from simclrv2.performance import autocast, prepare_images
+from simclrv2.training.optimizer_step import optimizer_step
 from simclrv2.training.progress import Progress
 
 
@@ -33,11 +34,7 @@ def pretrain_epochs(
             images = prepare_images(torch.cat([view_a, view_b]), device, channels_last)
             with autocast(device, bf16):
                 loss, accuracy = nt_xent_loss(model(images), temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+            lr = optimizer_step(loss, optimizer, scheduler)
             step += 1
             record = {
                 "step": step,
