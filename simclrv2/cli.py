@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import re
 import sys
 import typing
 
@@ -9,6 +10,8 @@ from simclrv2 import __version__
 
 EXAMPLES = """examples:
   simclrv2 quickstart                          # pretrain + fine-tune on 1% of Fashion-MNIST
+  simclrv2 shard --source fashion-mnist --output s3://datasets/fmnist --label-fraction 0.01
+  simclrv2 verify s3://datasets/fmnist
   simclrv2 quickstart --pretrain-epochs 5 --label-fraction 0.1
   simclrv2 params --depth 152 --width 3 --sk-ratio 0.0625
 """
@@ -72,6 +75,167 @@ def _run_params(args) -> int:
     return 0
 
 
+SHARD_EXAMPLES = """examples:
+  # Fashion-MNIST (Debian package dataset-fashion-mnist), 1% labels, to S3
+  export AWS_ENDPOINT_URL=http://127.0.0.1:8333 AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...
+  simclrv2 shard --source fashion-mnist --output s3://datasets/fmnist-1pct --label-fraction 0.01
+
+  # an ImageNet-layout tree (train/<class>/*.JPEG, val/<class>/*.JPEG) with the official
+  # 10% subset, 1 GiB shards, in 8 parallel parts run as separate jobs, then published
+  simclrv2 shard --source s3://raw/imagenet --output s3://datasets/in-10pct \\
+      --label-file 10percent.txt --max-bytes-per-shard 1GiB --num-parts 8 --part 3
+  simclrv2 shard --source s3://raw/imagenet --output s3://datasets/in-10pct \\
+      --label-file 10percent.txt --max-bytes-per-shard 1GiB --num-parts 8 --publish
+
+  # a local folder, 13 labeled images per class
+  simclrv2 shard --source ./my-images --output ./shards --labels-per-class 13
+"""
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+
+
+def parse_size(text: str) -> int:
+    """'256MiB', '1GB', '1048576' -> bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: use bytes or a unit, e.g. 256MiB, 1GiB, 500MB"
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def _add_s3_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "S3",
+        "default: the standard AWS_* environment variables; prefer them for secrets, "
+        "since command-line flags are visible to other users in the process list",
+    )
+    group.add_argument("--s3-endpoint-url", help="default $AWS_ENDPOINT_URL")
+    group.add_argument("--s3-access-key-id", help="default $AWS_ACCESS_KEY_ID")
+    group.add_argument("--s3-secret-access-key", help="default $AWS_SECRET_ACCESS_KEY")
+    group.add_argument("--s3-region", help="default $AWS_DEFAULT_REGION or us-east-1")
+
+
+def _object_store(args):
+    from simclrv2.storage.object_store import ObjectStore
+    from simclrv2.storage.s3_client import S3Settings
+
+    settings = S3Settings.from_env(
+        endpoint_url=args.s3_endpoint_url,
+        access_key_id=args.s3_access_key_id,
+        secret_access_key=args.s3_secret_access_key,
+        region=args.s3_region,
+    )
+    return ObjectStore(settings)
+
+
+def _add_shard(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "shard",
+        help="images -> WebDataset shards + manifest on S3 or a folder (labeled/unlabeled/test)",
+        description="Write a dataset as WebDataset tar shards: the label subset of the "
+        "training split, the whole training split without labels, and the test split, plus "
+        "a manifest.json written last. Re-running with the same inputs does nothing; a "
+        "different dataset is never written over an existing one.",
+        epilog=SHARD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--source",
+        required=True,
+        help="fashion-mnist, mnist, cifar10, stl10, or an ImageFolder root "
+        "(folder or s3://bucket/prefix holding train/<class>/ and val/ or test/)",
+    )
+    parser.add_argument("--source-root", help="folder of a built-in dataset's files")
+    parser.add_argument("--output", required=True, help="s3://bucket/prefix or a local folder")
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument("--label-fraction", type=float, help="e.g. 0.01 or 0.1 (default 0.01)")
+    labels.add_argument("--labels-per-class", type=int, help="labeled images per class")
+    labels.add_argument("--label-file", help="file names, one per line (1percent.txt format)")
+    parser.add_argument("--seed", type=int, default=0, help="label subset and sample order")
+    parser.add_argument("--max-samples-per-shard", type=int, default=10_000)
+    parser.add_argument("--max-bytes-per-shard", type=parse_size, default="256MiB")
+    parser.add_argument("--num-parts", type=int, default=1, help="independent ranges of work")
+    step = parser.add_mutually_exclusive_group()
+    step.add_argument("--part", type=int, help="write only this part (0-based), no manifest")
+    step.add_argument("--publish", action="store_true", help="only merge parts into manifest")
+    _add_s3_flags(parser)
+    parser.set_defaults(handler=_run_shard)
+
+
+def _run_shard(args) -> int:
+    from simclrv2.datasets.label_subset_spec import LabelSubsetSpec
+    from simclrv2.shards import shard_dataset as step
+
+    if args.labels_per_class is None and args.label_file is None and args.label_fraction is None:
+        args.label_fraction = 0.01
+    request = step.ShardRequest(
+        source=args.source,
+        output=args.output,
+        label_subset=LabelSubsetSpec(
+            fraction=args.label_fraction,
+            per_class=args.labels_per_class,
+            file_list=args.label_file,
+            seed=args.seed,
+        ),
+        seed=args.seed,
+        max_samples_per_shard=args.max_samples_per_shard,
+        max_bytes_per_shard=args.max_bytes_per_shard,
+        source_root=args.source_root,
+        num_parts=args.num_parts,
+    )
+    store = _object_store(args)
+    if args.part is None and not args.publish:
+        manifest = step.shard_dataset(request, store)
+    else:
+        store.check_bucket(request.output)
+        plan = step.make_plan(request, store)
+        if args.publish:
+            manifest = step.publish(plan, store)
+        else:
+            step.write_part(plan, args.part, store)
+            print(f"[shard] part {args.part + 1}/{args.num_parts} written")
+            return 0
+    for name, split in manifest.splits.items():
+        print(
+            f"[shard] {name:<9} {split.samples:>9,} samples in {len(split.shards):>4} shards, "
+            f"{split.bytes / 1e6:,.1f} MB"
+        )
+    print(f"[shard] dataset {manifest.fingerprint[:12]} published at {args.output}")
+    return 0
+
+
+def _add_verify(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "verify", help="re-hash every shard of a dataset and compare with its manifest"
+    )
+    parser.add_argument("dataset", help="the --output of the shard step (or its manifest.json)")
+    parser.add_argument("--split", action="append", help="only this split (repeatable)")
+    _add_s3_flags(parser)
+    parser.set_defaults(handler=_run_verify)
+
+
+def _run_verify(args) -> int:
+    from simclrv2.shards.verify import load_manifest, verify_dataset
+
+    store = _object_store(args)
+    bad = verify_dataset(load_manifest(args.dataset, store), store, args.split)
+    if bad:
+        print(f"[verify] {len(bad)} shard(s) do not match the manifest", file=sys.stderr)
+        return 1
+    print("[verify] every shard matches its manifest checksum")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simclrv2",
@@ -83,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_quickstart(subparsers)
     _add_params(subparsers)
+    _add_shard(subparsers)
+    _add_verify(subparsers)
     return parser
 
 
@@ -92,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 0
+    from simclrv2.storage.errors import StorageError
+
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, StorageError) as error:  # bad input: message, no traceback
         print(f"simclrv2: error: {error}", file=sys.stderr)
         return 2
 

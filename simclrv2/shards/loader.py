@@ -1,0 +1,289 @@
+"""Streaming loader over a sharded dataset: manifest -> WebDataset pipeline -> batches.
+
+shards (S3 through boto3, or local files) -> this rank's and this worker's shards -> tar
+samples -> shuffle buffer -> decode + transform -> batches. Two epoch modes:
+- exact (default): every sample exactly once per epoch across all ranks and workers (shards
+  are dealt out in a seeded order that changes each epoch); ranks may get different counts.
+- resampled (`samples_per_epoch` set): every rank and worker draws shards with replacement
+  and each rank yields exactly samples_per_epoch / world_size samples, so data-parallel
+  ranks always run the same number of steps.
+Undecodable samples are skipped, counted and logged; the iteration fails once they exceed
+`max_corrupt_fraction` of what a worker has seen.
+"""
+
+import io
+import logging
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import webdataset as wds
+from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from simclrv2.shards.manifest import DatasetManifest
+from simclrv2.storage.object_store import ObjectStore
+from simclrv2.storage.s3_client import S3Settings
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
+# image_mode -> PIL mode (None keeps what is stored)
+READ_MODES = {"rgb": "RGB", "gray": "L", None: None}
+
+
+class CorruptDataError(RuntimeError):
+    """Too many samples could not be decoded."""
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+class ShardAssignment(torch.utils.data.IterableDataset):
+    """Yields {"url": ...} for the shards this rank and DataLoader worker read this epoch.
+
+    Each pass is one epoch: the shard order is reshuffled with (seed, epoch), the same on
+    every rank and worker, then dealt out round-robin, so every shard is read exactly once.
+    """
+
+    def __init__(self, urls: list[str], rank: int, world_size: int, seed: int):
+        self.urls, self.rank, self.world_size, self.seed = list(urls), rank, world_size, seed
+        self.epoch = -1
+
+    def __iter__(self) -> Iterator[dict]:
+        self.epoch += 1
+        order = list(self.urls)
+        random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        worker, workers = _worker()
+        for url in order[self.rank :: self.world_size][worker::workers]:
+            yield {"url": url}
+
+
+class ResampledShardAssignment(torch.utils.data.IterableDataset):
+    """Yields shards drawn with replacement, seeded per (seed, rank, worker, epoch)."""
+
+    def __init__(self, urls: list[str], rank: int, seed: int):
+        self.urls, self.rank, self.seed = list(urls), rank, seed
+        self.epoch = -1
+
+    def __iter__(self) -> Iterator[dict]:
+        self.epoch += 1
+        worker, _ = _worker()
+        rng = random.Random(f"{self.seed}:{self.rank}:{worker}:{self.epoch}")
+        while True:
+            yield {"url": rng.choice(self.urls)}
+
+
+class ShardStreams:
+    """Opens each shard as a stream; one ObjectStore (and boto3 client) per process, since
+    clients must not cross a fork into DataLoader workers."""
+
+    def __init__(self, settings: S3Settings | None):
+        self.settings = settings
+        self._store: tuple[int, ObjectStore] | None = None
+
+    def store(self) -> ObjectStore:
+        if self._store is None or self._store[0] != os.getpid():
+            self._store = (os.getpid(), ObjectStore(self.settings))
+        return self._store[1]
+
+    def __call__(self, shards: Iterator[dict]) -> Iterator[dict]:
+        for shard in shards:
+            stream = self.store().open_read(shard["url"])
+            try:
+                yield {"url": shard["url"], "stream": stream}
+            finally:
+                stream.close()
+
+
+@dataclass
+class SampleDecoder:
+    """Raw tar sample -> (uint8 image tensor after `transform`, label[, key]); skips and
+    counts what cannot be decoded."""
+
+    transform: Callable | None
+    with_labels: bool
+    read_mode: str | None
+    max_corrupt_fraction: float
+    with_keys: bool = False
+    min_samples_before_failing: int = 50
+
+    def __post_init__(self):
+        self.seen = 0
+        self.corrupt = 0
+
+    def _decode(self, sample: dict):
+        extension = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+        if extension is None:
+            raise ValueError(f"no image ({'/'.join(IMAGE_EXTENSIONS)}) in the sample")
+        with Image.open(io.BytesIO(sample[extension])) as opened:
+            opened.load()  # decode now: truncated or corrupt data raises here
+            image = opened.convert(self.read_mode) if self.read_mode else opened.copy()
+        image = pil_to_tensor(image)  # uint8 (C, H, W)
+        if self.transform is not None:
+            image = self.transform(image)
+        label = int(sample["cls"]) if self.with_labels else -1
+        return (image, label, sample["__key__"]) if self.with_keys else (image, label)
+
+    def __call__(self, samples: Iterator[dict]) -> Iterator[tuple]:
+        for sample in samples:
+            self.seen += 1
+            try:
+                yield self._decode(sample)
+            except Exception as error:
+                self.corrupt += 1
+                log.warning(
+                    "skipping undecodable sample %s in %s: %s (%d of %d so far)",
+                    sample.get("__key__"),
+                    sample.get("__url__"),
+                    error,
+                    self.corrupt,
+                    self.seen,
+                )
+                self._check()
+        self._check(final=True)
+
+    def _check(self, final: bool = False) -> None:
+        if not final and self.seen < self.min_samples_before_failing:
+            return
+        if self.corrupt > self.max_corrupt_fraction * self.seen:
+            raise CorruptDataError(
+                f"{self.corrupt} of {self.seen} samples could not be decoded, more than the "
+                f"allowed fraction {self.max_corrupt_fraction}: check the shards (simclrv2 "
+                "verify) or raise --max-corrupt-fraction"
+            )
+
+
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def check_shards(manifest: DatasetManifest, split: str, store: ObjectStore) -> None:
+    """Fail at start, clearly, when a shard is missing or unreadable (bucket, credentials)."""
+    for shard in manifest.split(split).shards:
+        size = store.size(shard.uri)
+        if size != shard.bytes:
+            raise ValueError(
+                f"shard {shard.uri} has {size} bytes but the manifest says {shard.bytes}: "
+                "the dataset was modified after publishing; re-shard it"
+            )
+
+
+class ShuffleBuffer:
+    """Shuffle buffer seeded by (seed, rank, worker, epoch): reproducible, yet different for
+    every reader and every epoch."""
+
+    def __init__(self, size: int, seed: int, rank: int):
+        self.size, self.seed, self.rank = size, seed, rank
+        self.epoch = -1
+
+    def __call__(self, samples: Iterator) -> Iterator:
+        self.epoch += 1
+        worker, _ = _worker()
+        rng = random.Random(f"{self.seed}:{self.rank}:{worker}:{self.epoch}")
+        buffer = []
+        for sample in samples:
+            if len(buffer) < self.size:
+                buffer.append(sample)
+                continue
+            index = rng.randrange(len(buffer))
+            buffer[index], sample = sample, buffer[index]
+            yield sample
+        rng.shuffle(buffer)
+        yield from buffer
+
+
+class EpochLength:
+    """Ends each pass after this worker's share of `batches` whole batches, so that a rank
+    yields exactly `batches` batches per epoch whatever the number of workers."""
+
+    def __init__(self, batches: int, batch_size: int):
+        self.batches, self.batch_size = batches, batch_size
+
+    def __call__(self, samples: Iterator) -> Iterator:
+        worker, workers = _worker()
+        share = self.batches // workers + (1 if worker < self.batches % workers else 0)
+        for count, sample in enumerate(samples):
+            if count >= share * self.batch_size:
+                return
+            yield sample
+
+
+def make_shard_loader(
+    manifest: DatasetManifest,
+    split: str,
+    transform: Callable | None = None,
+    *,
+    batch_size: int,
+    num_workers: int = 2,
+    s3_settings: S3Settings | None = None,
+    shuffle_buffer: int = 1000,
+    seed: int = 0,
+    samples_per_epoch: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    image_mode: str | None = None,
+    max_corrupt_fraction: float = 0.01,
+    drop_last: bool = False,
+    with_keys: bool = False,
+    check: bool = True,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader of (images, labels) batches over one split of a sharded dataset.
+
+    image_mode: "rgb", "gray" or None (as stored). Labels are -1 in the unlabeled split.
+    with_keys: batches are (images, labels, keys), keys being the samples' __key__.
+    rank/world_size default to torch.distributed's. With `samples_per_epoch`, each rank
+    yields samples_per_epoch // world_size // batch_size whole batches per pass.
+    check: look up every shard first, to fail at start on a missing shard, an unknown
+    bucket or wrong credentials.
+    """
+    info = manifest.split(split)
+    if image_mode not in READ_MODES:
+        raise ValueError(f"image_mode must be one of {list(READ_MODES)}, got {image_mode!r}")
+    if not 0 <= max_corrupt_fraction <= 1:
+        raise ValueError(f"max_corrupt_fraction must be in [0, 1], got {max_corrupt_fraction}")
+    rank, world_size = _rank_and_world(rank, world_size)
+    if check:
+        check_shards(manifest, split, ObjectStore(s3_settings))
+    if samples_per_epoch is None:
+        shards = ShardAssignment(info.uris, rank, world_size, seed)
+    else:
+        shards = ResampledShardAssignment(info.uris, rank, seed)
+    stages = [
+        shards,
+        ShardStreams(s3_settings),
+        wds.filters.pipelinefilter(wds.tariterators.tar_file_expander)(),
+        wds.filters.pipelinefilter(wds.tariterators.group_by_keys)(),
+    ]
+    if shuffle_buffer > 1:
+        stages.append(ShuffleBuffer(shuffle_buffer, seed, rank))
+    stages.append(
+        SampleDecoder(
+            transform, info.labeled, READ_MODES[image_mode], max_corrupt_fraction, with_keys
+        )
+    )
+    if samples_per_epoch is not None:
+        batches = samples_per_epoch // world_size // batch_size
+        if batches < max(1, num_workers):
+            raise ValueError(
+                f"samples_per_epoch {samples_per_epoch} gives {batches} batches of "
+                f"{batch_size} per rank, fewer than the {num_workers} workers"
+            )
+        stages.append(EpochLength(batches, batch_size))
+    pipeline = wds.DataPipeline(*stages)
+    return torch.utils.data.DataLoader(
+        pipeline,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+    )

@@ -1,0 +1,228 @@
+"""A write-only file object that streams to one S3 object with a multipart upload.
+
+Shards are written straight to S3 without holding them in memory: bytes collect in a buffer
+of one part; each full part is sent with ``upload_part`` and the buffer starts again. ``close``
+sends the last part and completes the upload, and only then does the object appear
+(atomically, as S3 publishes a multipart object whole). ``abort`` (also what leaving a
+``with`` block by an exception does) aborts the upload, so nothing appears and no parts are
+left behind. An object smaller than one part is sent with a single ``put_object`` at close.
+
+It works as the stream of ``tarfile.open(fileobj=..., mode="w|")`` and webdataset's
+``TarWriter``, which only call ``write`` (``tell`` is there for tarfile's seekable modes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from simclrv2.storage.errors import StorageError, explain_client_error
+from simclrv2.storage.uri import split_s3_uri
+
+__all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "MIN_PART_SIZE", "S3MultipartWriter"]
+
+_log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+#: S3's smallest part, except for the last one.
+MIN_PART_SIZE = 5 * MiB
+#: S3's largest part number: with 8 MiB parts an object can hold up to about 78 GiB.
+MAX_PARTS = 10_000
+DEFAULT_PART_SIZE = 8 * MiB
+
+
+class S3MultipartWriter(io.BufferedIOBase):
+    """Writable, non-seekable binary stream to ``s3://bucket/key``, at most one part in memory.
+
+    ``bytes_written`` counts the bytes written so far and :meth:`sha256_hex` is their SHA-256,
+    both computed on the fly (shard manifests record them). ``peak_buffered_bytes`` is the
+    largest the part buffer has been, never more than ``part_size``.
+    """
+
+    def __init__(self, client: Any, uri: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
+        super().__init__()
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
+        bucket, key = split_s3_uri(uri)
+        if not key:
+            raise ValueError(f"S3 URI {uri!r} names a bucket, not an object: add a key")
+        self.uri = uri
+        self.part_size = part_size
+        self.bytes_written = 0
+        self.peak_buffered_bytes = 0
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._buffer = bytearray()
+        self._sha256 = hashlib.sha256()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._published = False
+
+    # io.BufferedIOBase interface -------------------------------------------------------
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        """Bytes written so far (the stream only moves forward)."""
+        return self.bytes_written
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Buffer ``data``, sending every part that fills up; returns ``len(data)`` in bytes."""
+        if self.closed:
+            raise ValueError(f"write to closed S3 writer for {self.uri}")
+        view = memoryview(data).cast("B")
+        self._sha256.update(view)
+        self.bytes_written += len(view)
+        start = 0
+        while start < len(view):
+            # Fill the buffer only up to one part, so memory stays at part_size.
+            take = min(len(view) - start, self.part_size - len(self._buffer))
+            self._buffer += view[start : start + take]
+            start += take
+            self.peak_buffered_bytes = max(self.peak_buffered_bytes, len(self._buffer))
+            if len(self._buffer) == self.part_size:
+                try:
+                    self._upload_buffer_as_part()
+                except BaseException:
+                    # The stream is broken now: drop the parts already sent.
+                    self._abort_after_failure()
+                    raise
+        return len(view)
+
+    def flush(self) -> None:
+        """Nothing to do: S3 takes whole parts only, so bytes wait for a full part or close."""
+
+    def close(self) -> None:
+        """Send what is left and publish the object; a no-op when already closed or aborted."""
+        if self.closed:
+            return
+        try:
+            if self._upload_id is None:
+                self._call(
+                    self._client.put_object, Bucket=self._bucket, Key=self._key, Body=self._buffer
+                )
+            else:
+                if self._buffer:
+                    self._upload_buffer_as_part()
+                self._call(
+                    self._client.complete_multipart_upload,
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+            self._published = True
+        except BaseException:
+            self._abort_after_failure()
+            raise
+        finally:
+            self._buffer = bytearray()
+            super().close()
+
+    # Publishing control ----------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Drop everything: abort the multipart upload (if any) so no object and no parts stay."""
+        if self.closed:
+            return
+        self._buffer = bytearray()
+        upload_id, self._upload_id = self._upload_id, None
+        try:
+            if upload_id is not None:
+                self._call(
+                    self._client.abort_multipart_upload,
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=upload_id,
+                )
+        finally:
+            super().close()
+
+    @property
+    def published(self) -> bool:
+        """Whether close() completed and the object now exists."""
+        return self._published
+
+    def sha256_hex(self) -> str:
+        """SHA-256 (hex) of all bytes written so far; the whole object's once closed."""
+        return self._sha256.hexdigest()
+
+    def __enter__(self) -> S3MultipartWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort_after_failure()
+
+    def __del__(self) -> None:
+        # io.IOBase would close() here and publish a truncated object; abort instead.
+        # (No _upload_id attribute: __init__ failed and there is nothing to clean up.)
+        if not self.closed and hasattr(self, "_upload_id"):
+            warnings.warn(
+                f"S3 writer for {self.uri} was never closed: upload aborted",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            self._abort_after_failure()
+
+    # Internals -------------------------------------------------------------------------
+
+    def _upload_buffer_as_part(self) -> None:
+        if self._upload_id is None:
+            response = self._call(
+                self._client.create_multipart_upload, Bucket=self._bucket, Key=self._key
+            )
+            self._upload_id = response["UploadId"]
+        part_number = len(self._parts) + 1
+        if part_number > MAX_PARTS:
+            raise StorageError(
+                f"{self.uri} needs more than {MAX_PARTS} parts of {self.part_size} bytes: "
+                "use a larger part_size"
+            )
+        # Hand the full buffer over and start a new one instead of copying it.
+        body, self._buffer = self._buffer, bytearray()
+        response = self._call(
+            self._client.upload_part,
+            Bucket=self._bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=part_number,
+            Body=body,
+        )
+        self._parts.append({"PartNumber": part_number, "ETag": response["ETag"]})
+
+    def _abort_after_failure(self) -> None:
+        """Abort after an error; the original error matters more than a failed clean-up."""
+        try:
+            self.abort()
+        except Exception as abort_error:
+            _log.warning("could not abort the upload to %s: %s", self.uri, abort_error)
+
+    def _call(self, method: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+        """Run one client method, turning botocore errors into a StorageError that explains."""
+        try:
+            return method(**kwargs)
+        except (ClientError, BotoCoreError) as error:
+            raise explain_client_error(error, self.uri, self._client.meta.endpoint_url) from error
