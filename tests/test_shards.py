@@ -353,3 +353,45 @@ def test_cli_shard_and_verify(tmp_path, capsys):
     assert main(["verify", str(out)]) == 0
     assert main([*args[:-1], "40KiB"]) == 2  # different inputs: refused
     assert "already published" in capsys.readouterr().err
+
+
+@pytest.mark.s3
+def test_image_folder_on_s3_to_s3(s3_server, s3_bucket, tmp_path):
+    store = ObjectStore(s3_server.settings)
+    local = make_image_folder(tmp_path / "images", per_class=4)
+    for path in sorted(local.rglob("*.*")):
+        store.write_bytes(f"s3://{s3_bucket}/raw/{path.relative_to(local)}", path.read_bytes())
+    manifest = shard_dataset(
+        ShardRequest(f"s3://{s3_bucket}/raw", f"s3://{s3_bucket}/shards",
+                     LabelSubsetSpec(per_class=1), max_samples_per_shard=5),
+        store,
+    )  # fmt: skip
+    assert manifest.source == f"imagefolder:s3://{s3_bucket}/raw"
+    assert manifest.split("unlabeled").samples == 12 and manifest.split("test").samples == 9
+    # Same content as sharding the local copy: the fingerprint covers names and sizes.
+    local_manifest = shard_dataset(
+        ShardRequest(str(local), str(tmp_path / "out"), LabelSubsetSpec(per_class=1),
+                     max_samples_per_shard=5)
+    )  # fmt: skip
+    assert [s.sha256 for s in manifest.split("labeled").shards] == [
+        s.sha256 for s in local_manifest.split("labeled").shards
+    ]
+    loader = make_shard_loader(
+        manifest, "test", eval_transform(16), batch_size=3, num_workers=2,
+        s3_settings=s3_server.settings, image_mode="rgb",
+    )  # fmt: skip
+    assert sum(len(labels) for _, labels in loader) == 9
+
+
+def test_fashion_mnist_to_a_local_folder(tmp_path):
+    manifest = shard_dataset(
+        ShardRequest("fashion-mnist", str(tmp_path / "fm"), LabelSubsetSpec(per_class=2),
+                     max_samples_per_shard=100, sample_limit=250)
+    )  # fmt: skip
+    assert manifest.class_names[0] == "T-shirt/top"
+    assert manifest.split("labeled").samples == 20
+    images, labels = next(iter(make_shard_loader(manifest, "labeled", batch_size=20,
+                                                 num_workers=0, image_mode="gray")))  # fmt: skip
+    assert images.shape == (20, 1, 28, 28) and sorted(labels.tolist()) == sorted(
+        list(range(10)) * 2
+    )
