@@ -13,22 +13,17 @@ It works as the stream of ``tarfile.open(fileobj=..., mode="w|")`` and webdatase
 
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
-import warnings
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from simclrv2.storage.errors import StorageError, explain_client_error
+from simclrv2.storage.publish_on_close import PublishOnCloseWriter
 from simclrv2.storage.uri import split_s3_uri
 
 __all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "MIN_PART_SIZE", "S3MultipartWriter"]
 
-_log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 #: S3's smallest part, except for the last one.
@@ -38,16 +33,16 @@ MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * MiB
 
 
-class S3MultipartWriter(io.BufferedIOBase):
+class S3MultipartWriter(PublishOnCloseWriter):
     """Writable, non-seekable binary stream to ``s3://bucket/key``, at most one part in memory.
 
-    ``bytes_written`` counts the bytes written so far and :meth:`sha256_hex` is their SHA-256,
-    both computed on the fly (shard manifests record them). ``peak_buffered_bytes`` is the
+    ``bytes_written`` and :meth:`sha256_hex` come from :class:`PublishOnCloseWriter`.
+    ``peak_buffered_bytes`` is the
     largest the part buffer has been, never more than ``part_size``.
     """
 
     def __init__(self, client: Any, uri: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
-        super().__init__()
+        super().__init__(uri)
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
         bucket, key = split_s3_uri(uri)
@@ -55,39 +50,18 @@ class S3MultipartWriter(io.BufferedIOBase):
             raise ValueError(f"S3 URI {uri!r} names a bucket, not an object: add a key")
         self.uri = uri
         self.part_size = part_size
-        self.bytes_written = 0
         self.peak_buffered_bytes = 0
         self._client = client
         self._bucket = bucket
         self._key = key
         self._buffer = bytearray()
-        self._sha256 = hashlib.sha256()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._published = False
+        self._opened = True
 
-    # io.BufferedIOBase interface -------------------------------------------------------
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        """Bytes written so far (the stream only moves forward)."""
-        return self.bytes_written
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Buffer ``data``, sending every part that fills up; returns ``len(data)`` in bytes."""
-        if self.closed:
-            raise ValueError(f"write to closed S3 writer for {self.uri}")
-        view = memoryview(data).cast("B")
-        self._sha256.update(view)
-        self.bytes_written += len(view)
+    def _write(self, view: memoryview) -> None:
+        """Buffer `view`, sending every part that fills up."""
         start = 0
         while start < len(view):
             # Fill the buffer only up to one part, so memory stays at part_size.
@@ -100,9 +74,8 @@ class S3MultipartWriter(io.BufferedIOBase):
                     self._upload_buffer_as_part()
                 except BaseException:
                     # The stream is broken now: drop the parts already sent.
-                    self._abort_after_failure()
+                    self._abort_quietly()
                     raise
-        return len(view)
 
     def flush(self) -> None:
         """Nothing to do: S3 takes whole parts only, so bytes wait for a full part or close."""
@@ -128,7 +101,7 @@ class S3MultipartWriter(io.BufferedIOBase):
                 )
             self._published = True
         except BaseException:
-            self._abort_after_failure()
+            self._abort_quietly()
             raise
         finally:
             self._buffer = bytearray()
@@ -158,35 +131,6 @@ class S3MultipartWriter(io.BufferedIOBase):
         """Whether close() completed and the object now exists."""
         return self._published
 
-    def sha256_hex(self) -> str:
-        """SHA-256 (hex) of all bytes written so far; the whole object's once closed."""
-        return self._sha256.hexdigest()
-
-    def __enter__(self) -> S3MultipartWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort_after_failure()
-
-    def __del__(self) -> None:
-        # io.IOBase would close() here and publish a truncated object; abort instead.
-        # (No _upload_id attribute: __init__ failed and there is nothing to clean up.)
-        if not self.closed and hasattr(self, "_upload_id"):
-            warnings.warn(
-                f"S3 writer for {self.uri} was never closed: upload aborted",
-                ResourceWarning,
-                stacklevel=2,
-            )
-            self._abort_after_failure()
-
     # Internals -------------------------------------------------------------------------
 
     def _upload_buffer_as_part(self) -> None:
@@ -212,13 +156,6 @@ class S3MultipartWriter(io.BufferedIOBase):
             Body=body,
         )
         self._parts.append({"PartNumber": part_number, "ETag": response["ETag"]})
-
-    def _abort_after_failure(self) -> None:
-        """Abort after an error; the original error matters more than a failed clean-up."""
-        try:
-            self.abort()
-        except Exception as abort_error:
-            _log.warning("could not abort the upload to %s: %s", self.uri, abort_error)
 
     def _call(self, method: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
         """Run one client method, turning botocore errors into a StorageError that explains."""

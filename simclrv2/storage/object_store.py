@@ -11,67 +11,42 @@ that says what is wrong and how to fix it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import secrets
-import warnings
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from simclrv2.storage.errors import ObjectNotFound, explain_client_error
 from simclrv2.storage.multipart_writer import DEFAULT_PART_SIZE, S3MultipartWriter
+from simclrv2.storage.publish_on_close import PublishOnCloseWriter
 from simclrv2.storage.s3_client import DEFAULT_REGION, S3Settings, make_s3_client
 from simclrv2.storage.uri import S3_SCHEME, is_s3_uri, split_s3_uri
 
 __all__ = ["AtomicFileWriter", "ObjectStore"]
 
 
-class AtomicFileWriter(io.BufferedIOBase):
+class AtomicFileWriter(PublishOnCloseWriter):
     """Writable binary stream to a local file that appears only when closed successfully.
 
     Bytes go to ``<name>.tmp-<random>`` in the target's folder (created if missing); ``close``
     syncs it and renames it over the target (atomic on POSIX), ``abort`` or an exception in a
-    ``with`` block removes it. Counts ``bytes_written`` and hashes the bytes like
-    :class:`~simclrv2.storage.multipart_writer.S3MultipartWriter`.
+    ``with`` block removes it.
     """
 
     def __init__(self, path: str) -> None:
-        super().__init__()
+        super().__init__(path)
         self.path = path
-        self.bytes_written = 0
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         # Same folder as the target, so the final rename never crosses file systems.
         self.temp_path = f"{path}.tmp-{secrets.token_hex(6)}"
         self._file = open(self.temp_path, "xb")  # noqa: SIM115 (closed in close/abort)
-        self._sha256 = hashlib.sha256()
+        self._opened = True
 
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        """Bytes written so far (the stream only moves forward)."""
-        return self.bytes_written
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Write all of ``data``; returns its length in bytes."""
-        if self.closed:
-            raise ValueError(f"write to closed writer for {self.path}")
-        view = memoryview(data).cast("B")
+    def _write(self, view: memoryview) -> None:
         self._file.write(view)
-        self._sha256.update(view)
-        self.bytes_written += len(view)
-        return len(view)
 
     def close(self) -> None:
         """Flush, sync and rename the temporary file over the target; no-op once closed."""
@@ -98,35 +73,6 @@ class AtomicFileWriter(io.BufferedIOBase):
                 os.remove(self.temp_path)
         finally:
             super().close()
-
-    def sha256_hex(self) -> str:
-        """SHA-256 (hex) of all bytes written so far; the whole file's once closed."""
-        return self._sha256.hexdigest()
-
-    def __enter__(self) -> AtomicFileWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def __del__(self) -> None:
-        # io.IOBase would close() here and publish a truncated file; abort instead.
-        # (No _file attribute: __init__ failed and there is nothing to clean up.)
-        if not self.closed and hasattr(self, "_file"):
-            warnings.warn(
-                f"writer for {self.path} was never closed: file dropped",
-                ResourceWarning,
-                stacklevel=2,
-            )
-            self.abort()
 
 
 class ObjectStore:
