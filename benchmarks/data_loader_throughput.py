@@ -25,7 +25,7 @@ alternating between rounds (a b c, c b a, ...), and the median over rounds is re
 the ratio against the ImageFolder baseline of the same run. Shard writes alternate local / S3
 the same way, each round to a new output.
 
-Run from the repository root (about 2-3 minutes on a 2-core CPU):
+Run from the repository root (about 2 minutes on a 2-core CPU):
 
     .venv/bin/python benchmarks/data_loader_throughput.py
     .venv/bin/python benchmarks/data_loader_throughput.py --num-workers 4 --rounds 5
@@ -624,8 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         "image_folder": made,
         "method": (
             "fresh DataLoader per measurement, untimed warm-up batches (one per worker), then "
-            "the timed "
-            "images; variants interleaved per round (order alternating), median over rounds; "
+            "the timed images; variants interleaved per round (order alternating), median over "
+            "rounds; "
             "shard writes alternate local / S3, median over write rounds; all data on the "
             "local disk (page cache) and SeaweedFS on loopback, sharing the CPU"
         ),

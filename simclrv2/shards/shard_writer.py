@@ -37,7 +37,8 @@ class RollingShardWriter:
         self._uri = uri
         self._context = self.store.open_write(uri)
         self._stream = self._context.__enter__()
-        self._tar = wds.TarWriter(self._stream, encoder=False, mtime=0.0)
+        # An int mtime: a float one makes tarfile add a PAX header to every member (+2 KiB).
+        self._tar = wds.TarWriter(self._stream, encoder=False, mtime=0)
         self._samples = 0
 
     def _close_current(self) -> None:
