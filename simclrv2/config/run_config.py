@@ -1,0 +1,198 @@
+"""The run configuration: every hyper-parameter of every training step, explicit.
+
+One YAML file configures a whole run; each step reads its section plus the shared ones
+(data, model, runtime). Defaults follow the reference recipes (SIMCLRV2.md): pretraining
+LARS 0.3 x batch/256, warmup 10 epochs, weight decay 1e-6, tau 0.1, colour strength 1.0;
+fine-tuning from projection layer 1 with LARS 0.005 x sqrt(batch), no decay, no warmup;
+distillation at tau 1.0 (big-to-small), labels not mixed in.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from simclrv2.models.resnet import EncoderConfig
+
+
+def _positive(section: str, **values) -> None:
+    for name, value in values.items():
+        if value is None or value <= 0:
+            raise ValueError(f"{section}.{name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    dataset: str = ""  # where the shard step published (its --output), local or s3://
+    image_size: int = 28
+    image_mode: Literal["gray", "rgb"] | None = None  # None: as stored
+    num_workers: int = 2
+    shuffle_buffer: int = 1000
+    max_corrupt_fraction: float = 0.01
+
+    def __post_init__(self):
+        _positive("data", image_size=self.image_size)
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if not 0 <= self.max_corrupt_fraction <= 1:
+            raise ValueError(
+                f"data.max_corrupt_fraction must be in [0, 1], got {self.max_corrupt_fraction}"
+            )
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.image_mode == "gray" else 3
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    depth: int = 50
+    width_multiplier: float = 1.0
+    sk_ratio: float = 0.0
+    cifar_stem: bool | None = None  # None: on for images of 32 px or less, as the reference
+
+    def encoder_config(self, data: DataSettings) -> EncoderConfig:
+        cifar_stem = data.image_size <= 32 if self.cifar_stem is None else self.cifar_stem
+        return EncoderConfig(
+            self.depth, self.width_multiplier, self.sk_ratio, cifar_stem, data.channels
+        )
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    num_proj_layers: int = 3
+    proj_out_dim: int = 128
+
+    def __post_init__(self):
+        _positive("model", num_proj_layers=self.num_proj_layers, proj_out_dim=self.proj_out_dim)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    epochs: int = 100
+    batch_size: int = 512  # global: over all processes
+    base_learning_rate: float = 0.3
+    learning_rate_scaling: Literal["linear", "sqrt"] = "linear"
+    warmup_epochs: float = 10.0
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    trust_coefficient: float = 0.001  # LARS eeta
+
+    def __post_init__(self):
+        _positive(
+            "optimizer",
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            base_learning_rate=self.base_learning_rate,
+        )
+        for name in ("warmup_epochs", "weight_decay", "momentum", "trust_coefficient"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"optimizer.{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"optimizer.warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})"
+            )
+
+
+@dataclass(frozen=True)
+class MocoSettings:
+    """The paper's optional memory: EMA encoder + queue of negatives (off by default)."""
+
+    enabled: bool = False
+    momentum: float = 0.999
+    queue_size: int = 65536
+
+    def __post_init__(self):
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"pretrain.moco.momentum must be in [0, 1), got {self.momentum}")
+        _positive("pretrain.moco", queue_size=self.queue_size)
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    temperature: float = 0.1
+    color_jitter_strength: float = 1.0
+    blur: bool | None = None  # None: on for images over 32 px
+    moco: MocoSettings = field(default_factory=MocoSettings)
+
+    def __post_init__(self):
+        _positive("pretrain", temperature=self.temperature)
+
+
+def _finetune_optimizer() -> OptimizerSettings:
+    return OptimizerSettings(
+        epochs=60,
+        batch_size=1024,
+        base_learning_rate=0.005,
+        learning_rate_scaling="sqrt",
+        warmup_epochs=0.0,
+        weight_decay=0.0,
+    )
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    optimizer: OptimizerSettings = field(default_factory=_finetune_optimizer)
+    proj_layers: int = 1  # fine-tune from this projection layer (the paper: 1)
+    from_scratch: bool = False  # the supervised baseline: no pretrained weights
+
+    def __post_init__(self):
+        if self.proj_layers < 0:
+            raise ValueError(f"finetune.proj_layers must be >= 0, got {self.proj_layers}")
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    temperature: float = 1.0  # 0.1 for self-distillation in the paper
+    alpha: float = 0.0  # weight of the labeled loss; the paper's default uses none
+    student: EncoderSettings | None = None  # None: same encoder as the teacher
+
+    def __post_init__(self):
+        _positive("distill", temperature=self.temperature)
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"distill.alpha must be in [0, 1], got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    device: str = "auto"  # auto: cuda when present
+    channels_last: bool = True
+    bf16: bool | None = None  # None: where the hardware computes bf16 natively
+    global_bn: bool = True  # batch statistics over all processes (SyncBatchNorm)
+    seed: int = 0
+    checkpoint_every_steps: int = 100
+    keep_checkpoints: int = 3
+    log_every_steps: int = 10
+    metrics_port: int | None = None  # serve /metrics here when no Pushgateway is set
+    pushgateway_url: str | None = None  # default: $PUSHGATEWAY_URL
+
+    def __post_init__(self):
+        _positive(
+            "runtime",
+            checkpoint_every_steps=self.checkpoint_every_steps,
+            keep_checkpoints=self.keep_checkpoints,
+            log_every_steps=self.log_every_steps,
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run_id: str = ""  # groups metrics and names outputs; empty: derived by the step
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+    def __post_init__(self):
+        if self.finetune.proj_layers >= self.model.num_proj_layers:
+            raise ValueError(
+                f"finetune.proj_layers {self.finetune.proj_layers} must be below "
+                f"model.num_proj_layers {self.model.num_proj_layers} (the paper uses 1 of 3)"
+            )
+        # Build the encoders once here so impossible architectures fail before any work.
+        self.model.encoder.encoder_config(self.data)
+        if self.distill.student is not None:
+            self.distill.student.encoder_config(self.data)
