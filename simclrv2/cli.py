@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 import typing
@@ -236,6 +237,72 @@ def _run_verify(args) -> int:
     return 0
 
 
+def _add_pretrain(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="SimCLRv2 contrastive pretraining on a dataset's unlabeled shards",
+        description="Pretrain encoder + projection head on the unlabeled split of a dataset "
+        "written by `simclrv2 shard`. Resumes from the newest checkpoint when restarted. Run "
+        "it with torchrun for several processes or GPUs.",
+        epilog="examples:\n"
+        "  simclrv2 pretrain --config run.yaml --dataset s3://datasets/fmnist "
+        "--output s3://runs/r1/pretrain\n"
+        "  torchrun --nproc_per_node 8 -m simclrv2.cli pretrain --config run.yaml "
+        "--set pretrain.optimizer.epochs=800 --output s3://runs/r2/pretrain",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_config_flags(parser)
+    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the model")
+    parser.add_argument("--checkpoint-dir", help="default: OUTPUT/checkpoints")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (trials)")
+    _add_s3_flags(parser)
+    parser.set_defaults(handler=_run_pretrain)
+
+
+def _add_run_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="run configuration YAML (see configs/)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set pretrain.optimizer.epochs=10 (repeatable)",
+    )
+    parser.add_argument("--dataset", help="the shard step's output (sets data.dataset)")
+
+
+def _load_run_config(args):
+    from simclrv2.config.loading import load_config
+    from simclrv2.config.run_config import RunConfig
+
+    overrides = list(args.set)
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    config = load_config(RunConfig, args.config, overrides)
+    if not config.data.dataset:
+        raise ValueError("no dataset: pass --dataset or set data.dataset in the config")
+    return config
+
+
+def _run_pretrain(args) -> int:
+    from simclrv2.distributed.context import shutdown_distributed
+    from simclrv2.steps.pretrain import pretrain
+
+    config = _load_run_config(args)
+    try:
+        result = pretrain(
+            config, args.output, args.checkpoint_dir, args.max_steps, _object_store(args)
+        )
+    finally:
+        shutdown_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"[pretrain] done: {result.steps} steps, loss {result.final_loss:.4f}, contrastive "
+            f"accuracy {result.final_contrastive_accuracy:.3f} -> {result.model_uri}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simclrv2",
@@ -249,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(subparsers)
     _add_shard(subparsers)
     _add_verify(subparsers)
+    _add_pretrain(subparsers)
     return parser
 
 

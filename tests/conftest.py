@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: a real S3 server (SeaweedFS) and fresh buckets on it."""
+"""Shared pytest fixtures: a real S3 server (SeaweedFS) with fresh buckets, a real Pushgateway."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.pushgateway import (
+    INSTALL_HINT,
+    Pushgateway,
+    find_pushgateway_binary,
+    start_pushgateway,
+)
 from tests.seaweedfs import SeaweedFS, find_weed_binary, start_seaweedfs
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "s3: runs against a real S3 server (SeaweedFS started by the tests)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "pushgateway: runs against a real Prometheus Pushgateway (started by the tests)",
     )
 
 
@@ -47,3 +57,15 @@ def s3_bucket(s3_server: SeaweedFS) -> Iterator[str]:
             for item in page.get("Contents", []):
                 client.delete_object(Bucket=name, Key=item["Key"])
         client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
+    """One real Pushgateway for the whole session on a free loopback port, in-memory only."""
+    if find_pushgateway_binary() is None:
+        pytest.skip(f"no Prometheus Pushgateway binary ({INSTALL_HINT}): Pushgateway tests skipped")
+    gateway = start_pushgateway(tmp_path_factory.mktemp("pushgateway"))
+    try:
+        yield gateway
+    finally:
+        gateway.stop()

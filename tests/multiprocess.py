@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -33,6 +33,6 @@ def run_on_ranks(fn: Callable, world_size: int, tmp_path: Path, *args) -> list:
 
     fn must be a module-level function (it is pickled into spawned processes).
     """
-    port = _free_port()
+    port = free_port()
     mp.spawn(_worker, args=(world_size, port, fn, args, str(tmp_path)), nprocs=world_size)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]

@@ -52,3 +52,28 @@ def all_gather_with_grad(
     if not is_distributed(group):
         return tensor
     return _AllGatherWithGrad.apply(tensor, group)
+
+
+class _AllReduceSumWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+        ctx.group = group
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        # d(sum over ranks)/d(our input) is the sum of every rank's upstream gradient.
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_sum_with_grad(
+    tensor: torch.Tensor, group: dist.ProcessGroup | None = None
+) -> torch.Tensor:
+    """Sum of `tensor` over all ranks; gradients flow back to every rank's input."""
+    if not is_distributed(group):
+        return tensor
+    return _AllReduceSumWithGrad.apply(tensor, group)

@@ -8,11 +8,10 @@ on CPU) with differentiable all-reduces. `convert_to_global_batch_norm` picks be
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from simclrv2.distributed.gather import is_distributed
+from simclrv2.distributed.gather import all_reduce_sum_with_grad, is_distributed
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -39,11 +38,11 @@ class GlobalBatchNorm(_BatchNorm):
         shape = [1, -1] + [1] * (x.dim() - 2)
         values = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device)
-        total = dist_fn.all_reduce(torch.cat([values.sum(dims), count]), group=group)
+        total = all_reduce_sum_with_grad(torch.cat([values.sum(dims), count]), group)
         count = total[-1]
         mean = total[:-1] / count
         centred = values - mean.view(shape)
-        var = dist_fn.all_reduce(centred.square().sum(dims), group=group) / count
+        var = all_reduce_sum_with_grad(centred.square().sum(dims), group) / count
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), count.item())
         out = centred * torch.rsqrt(var + self.eps).view(shape)

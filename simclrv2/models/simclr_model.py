@@ -69,6 +69,7 @@ class Classifier(nn.Module):
         if num_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.encoder = ResNet(encoder_config)
+        self.num_proj_layers = num_proj_layers
         width = self.encoder.output_dim
         # Only hidden layers are kept, and they are all as wide as the encoder output.
         self.projection_layers = nn.ModuleList(

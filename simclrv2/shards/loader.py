@@ -52,9 +52,9 @@ class ShardAssignment(torch.utils.data.IterableDataset):
     every rank and worker, then dealt out round-robin, so every shard is read exactly once.
     """
 
-    def __init__(self, urls: list[str], rank: int, world_size: int, seed: int):
+    def __init__(self, urls: list[str], rank: int, world_size: int, seed: int, epoch: int = 0):
         self.urls, self.rank, self.world_size, self.seed = list(urls), rank, world_size, seed
-        self.epoch = -1
+        self.epoch = epoch - 1  # the first pass is `epoch`
 
     def __iter__(self) -> Iterator[dict]:
         self.epoch += 1
@@ -68,9 +68,9 @@ class ShardAssignment(torch.utils.data.IterableDataset):
 class ResampledShardAssignment(torch.utils.data.IterableDataset):
     """Yields shards drawn with replacement, seeded per (seed, rank, worker, epoch)."""
 
-    def __init__(self, urls: list[str], rank: int, seed: int):
+    def __init__(self, urls: list[str], rank: int, seed: int, epoch: int = 0):
         self.urls, self.rank, self.seed = list(urls), rank, seed
-        self.epoch = -1
+        self.epoch = epoch - 1  # the first pass is `epoch`
 
     def __iter__(self) -> Iterator[dict]:
         self.epoch += 1
@@ -190,9 +190,9 @@ class ShuffleBuffer:
     """Shuffle buffer seeded by (seed, rank, worker, epoch): reproducible, yet different for
     every reader and every epoch."""
 
-    def __init__(self, size: int, seed: int, rank: int):
+    def __init__(self, size: int, seed: int, rank: int, epoch: int = 0):
         self.size, self.seed, self.rank = size, seed, rank
-        self.epoch = -1
+        self.epoch = epoch - 1  # the first pass is `epoch`
 
     def __call__(self, samples: Iterator) -> Iterator:
         self.epoch += 1
@@ -244,6 +244,8 @@ def make_shard_loader(
     drop_last: bool = False,
     with_keys: bool = False,
     check: bool = True,
+    epoch: int = 0,
+    persistent_workers: bool = True,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader of (images, labels) batches over one split of a sharded dataset.
 
@@ -253,6 +255,9 @@ def make_shard_loader(
     yields samples_per_epoch // world_size // batch_size whole batches per pass.
     check: look up every shard first, to fail at start on a missing shard, an unknown
     bucket or wrong credentials.
+    epoch: the first pass's epoch (each later pass is the next). Everything random (shard
+    order, shuffle buffer, the workers' torch seeds, hence augmentations) derives from (seed,
+    epoch): a resumed run rebuilds the loader at its epoch and replays the same batches.
     """
     info = manifest.split(split)
     if image_mode not in READ_MODES:
@@ -263,9 +268,9 @@ def make_shard_loader(
     if check:
         check_shards(manifest, split, ObjectStore(s3_settings))
     if samples_per_epoch is None:
-        shards = ShardAssignment(info.uris, rank, world_size, seed)
+        shards = ShardAssignment(info.uris, rank, world_size, seed, epoch)
     else:
-        shards = ResampledShardAssignment(info.uris, rank, seed)
+        shards = ResampledShardAssignment(info.uris, rank, seed, epoch)
     stages = [
         shards,
         ShardStreams(s3_settings),
@@ -273,7 +278,7 @@ def make_shard_loader(
         wds.filters.pipelinefilter(wds.tariterators.group_by_keys)(),
     ]
     if shuffle_buffer > 1:
-        stages.append(ShuffleBuffer(shuffle_buffer, seed, rank))
+        stages.append(ShuffleBuffer(shuffle_buffer, seed, rank, epoch))
     stages.append(
         SampleDecoder(
             transform, info.labeled, READ_MODES[image_mode], max_corrupt_fraction, with_keys
@@ -293,5 +298,7 @@ def make_shard_loader(
         batch_size=batch_size,
         num_workers=num_workers,
         drop_last=drop_last,
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent_workers and num_workers > 0,
+        # Workers' torch seeds (augmentations) follow from this generator.
+        generator=torch.Generator().manual_seed(hash((seed, rank, epoch)) % 2**62),
     )

@@ -13,9 +13,12 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Reports every `every` steps: `[name] step 40/300 loss 4.12 | 812 img/s | ETA 00:31`."""
 
-    def __init__(self, name: str, total_steps: int, every: int = 10, print_fn=print):
+    def __init__(
+        self, name: str, total_steps: int, every: int = 10, print_fn=print, start_step: int = 0
+    ):
         self.name = name
         self.total_steps = total_steps
+        self.start_step = start_step  # a resumed run measures from where it started
         self.every = max(1, every)
         self.print_fn = print_fn
         self.start = time.perf_counter()
@@ -25,13 +28,17 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         return self.images / elapsed if elapsed > 0 else 0.0
 
+    def eta_seconds(self, step: int) -> float:
+        done = step - self.start_step
+        elapsed = time.perf_counter() - self.start
+        return elapsed / done * (self.total_steps - step) if done > 0 else 0.0
+
     def update(self, step: int, images: int, **metrics: float) -> None:
         """Call after finishing `step` (1-based) that processed `images` images."""
         self.images += images
         if step % self.every and step != self.total_steps:
             return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / step * (self.total_steps - step)
+        eta = self.eta_seconds(step)
         values = " ".join(f"{key} {value:.4g}" for key, value in metrics.items())
         self.print_fn(
             f"[{self.name}] step {step}/{self.total_steps} {values} | "

@@ -1,0 +1,66 @@
+"""Pieces every training step shares: optimiser + schedule from settings, model placement
+(device, channels_last, global BN, DDP), precision default and per-epoch seeds."""
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from simclrv2.config.run_config import OptimizerSettings, RuntimeSettings
+from simclrv2.distributed.context import DistributedContext
+from simclrv2.distributed.global_batch_norm import convert_to_global_batch_norm
+from simclrv2.optim.lars import LARS, lars_param_groups
+from simclrv2.optim.lr_schedule import scale_learning_rate, warmup_cosine_scheduler
+from simclrv2.performance import prepare_model
+
+
+def bf16_enabled(runtime: RuntimeSettings, device: torch.device) -> bool:
+    """runtime.bf16, or where unset: on when the hardware computes bf16 natively."""
+    if runtime.bf16 is not None:
+        return runtime.bf16
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """A stable seed per (run seed, rank, epoch): resumed runs redraw the same randomness."""
+    return hash((seed, rank, epoch)) % 2**62
+
+
+def per_rank_batch(settings: OptimizerSettings, context: DistributedContext) -> int:
+    if settings.batch_size % context.world_size:
+        raise ValueError(
+            f"batch_size {settings.batch_size} (global) must divide evenly over "
+            f"{context.world_size} processes"
+        )
+    return settings.batch_size // context.world_size
+
+
+def place_model(
+    model: nn.Module, context: DistributedContext, runtime: RuntimeSettings
+) -> nn.Module:
+    """Device and memory format, then global BN and DDP when several processes train."""
+    model = prepare_model(model, context.device, runtime.channels_last)
+    if context.distributed:
+        if runtime.global_bn:
+            model = convert_to_global_batch_norm(model)
+        device_ids = [context.device.index] if context.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=device_ids)
+    return model
+
+
+def make_optimizer(
+    model: nn.Module, settings: OptimizerSettings, steps_per_epoch: int, classifier_prefixes=()
+) -> tuple[LARS, torch.optim.lr_scheduler.LRScheduler, int]:
+    """LARS with the reference groups, warmup + cosine over the run; returns total steps."""
+    module = getattr(model, "module", model)
+    groups = lars_param_groups(module, settings.weight_decay, classifier_prefixes)
+    lr = scale_learning_rate(
+        settings.base_learning_rate, settings.batch_size, settings.learning_rate_scaling
+    )
+    optimizer = LARS(groups, lr=lr, momentum=settings.momentum, eeta=settings.trust_coefficient)
+    total = settings.epochs * steps_per_epoch
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    return optimizer, warmup_cosine_scheduler(optimizer, lr, warmup, total), total
