@@ -1,0 +1,69 @@
+"""What a training step sets up before its first batch, the same way for every step:
+process group and device, storage, batch split, precision, checkpoints, metrics, logging."""
+
+from dataclasses import dataclass
+
+from simclrv2.config.loading import dump_config
+from simclrv2.config.run_config import OptimizerSettings, RunConfig
+from simclrv2.distributed.context import DistributedContext, init_distributed
+from simclrv2.steps.training_setup import bf16_enabled, per_rank_batch
+from simclrv2.storage.object_store import ObjectStore
+from simclrv2.storage.uri import basename, join_uri
+from simclrv2.training.checkpoint import CheckpointStore
+from simclrv2.training.metrics import TrainingMetrics
+
+
+@dataclass
+class StepContext:
+    name: str
+    context: DistributedContext
+    store: ObjectStore
+    batch: int  # per process
+    steps_per_epoch: int
+    bf16: bool
+    checkpoints: CheckpointStore
+    metrics: TrainingMetrics
+    say: object  # print on rank 0, silent elsewhere
+
+
+def start_step(
+    name: str,
+    config: RunConfig,
+    settings: OptimizerSettings,
+    samples: int,
+    output: str,
+    checkpoint_dir: str | None,
+    store: ObjectStore | None,
+    print_fn=print,
+) -> StepContext:
+    context = init_distributed(config.runtime.device)
+    store = store or ObjectStore()
+    say = print_fn if context.is_main else (lambda *_: None)
+    batch = per_rank_batch(settings, context)
+    steps_per_epoch = samples // settings.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{name}: {samples} training images are fewer than one global batch of "
+            f"{settings.batch_size}: lower {name}.optimizer.batch_size"
+        )
+    bf16 = bf16_enabled(config.runtime, context.device)
+    checkpoints = CheckpointStore(
+        checkpoint_dir or join_uri(output, "checkpoints"), store, config.runtime.keep_checkpoints
+    )
+    metrics = TrainingMetrics(
+        name,
+        config.run_id or basename(output.rstrip("/")) or name,
+        config.runtime.pushgateway_url,
+        config.runtime.metrics_port,
+        enabled=context.is_main,
+    )
+    say(
+        f"[{name}] {samples} images, {context.world_size} process(es) on {context.device}, "
+        f"global batch {settings.batch_size}, {steps_per_epoch} steps/epoch, "
+        f"{settings.epochs * steps_per_epoch} steps, bf16 {bf16}, "
+        f"channels_last {config.runtime.channels_last}"
+    )
+    say(f"[{name}] effective config:\n" + dump_config(config))
+    return StepContext(
+        name, context, store, batch, steps_per_epoch, bf16, checkpoints, metrics, say
+    )

@@ -1,0 +1,37 @@
+"""What every training step leaves in its output folder: model.pt (weights-only artifact),
+config.yaml (the effective configuration), history.json and curves.png."""
+
+import json
+import tempfile
+from pathlib import Path
+
+from simclrv2.config.loading import dump_config
+from simclrv2.config.run_config import RunConfig
+from simclrv2.reports.plots import plot_curves
+from simclrv2.steps.model_artifact import save_model
+from simclrv2.storage.object_store import ObjectStore
+from simclrv2.storage.uri import join_uri
+
+
+def write_step_outputs(
+    store: ObjectStore,
+    output: str,
+    model,
+    config: RunConfig,
+    history: list[dict],
+    title: str,
+    curve_keys: tuple[str, ...],
+    **metadata,
+) -> str:
+    """Writes the four files (the model last is not needed: each file is atomic); returns
+    the model URI."""
+    model_uri = join_uri(output, "model.pt")
+    save_model(store, model_uri, model, **metadata)
+    store.write_bytes(join_uri(output, "config.yaml"), dump_config(config).encode())
+    store.write_bytes(join_uri(output, "history.json"), json.dumps(history).encode())
+    with tempfile.TemporaryDirectory() as folder:
+        curves = Path(folder) / "curves.png"
+        series = {key: [r[key] for r in history if key in r] for key in curve_keys}
+        plot_curves(series, curves, title)
+        store.write_bytes(join_uri(output, "curves.png"), curves.read_bytes())
+    return model_uri

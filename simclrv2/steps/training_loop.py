@@ -1,0 +1,123 @@
+"""The training loop every training step shares: resume, epochs, checkpoints, metrics.
+
+A step supplies its model, optimiser, a loader factory and a loss function; the loop:
+- resumes from the newest checkpoint (model, optimiser, schedule, history, RNG, epoch and
+  batch position) and says so;
+- seeds each epoch from (seed, rank, epoch) and builds that epoch's loader, so a resumed run
+  replays the batches it had consumed and continues exactly where it stopped;
+- checkpoints every `runtime.checkpoint_every_steps` steps and at the end (rank 0 writes,
+  every rank waits);
+- reports progress on the console and through Prometheus metrics.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from simclrv2.config.loading import to_dict
+from simclrv2.config.run_config import RunConfig
+from simclrv2.distributed.context import DistributedContext
+from simclrv2.steps.training_setup import epoch_seed
+from simclrv2.training.checkpoint import CheckpointStore, capture_rng_state, restore_rng_state
+from simclrv2.training.metrics import TrainingMetrics
+from simclrv2.training.optimizer_step import optimizer_step
+from simclrv2.training.progress import Progress
+
+# loss_fn(batch) -> (loss to minimise, {metric name: value} to record, images in the batch)
+LossFn = Callable[[object], tuple[torch.Tensor, dict[str, float], int]]
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    history: list[dict]
+    resumed_from: str | None
+
+
+def run_training_loop(
+    name: str,
+    config: RunConfig,
+    context: DistributedContext,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    checkpoints: CheckpointStore,
+    metrics: TrainingMetrics,
+    epochs: int,
+    steps_per_epoch: int,
+    last_step: int,
+    make_loader: Callable[[int, bool], Iterable],
+    loss_fn: LossFn,
+    say=print,
+) -> LoopResult:
+    """Train until `last_step` (global steps; epochs x steps_per_epoch for a full run)."""
+    step, history, resumed_from, start, rng = 0, [], None, (0, 0), None
+    latest = checkpoints.latest()
+    if latest is not None:
+        state = checkpoints.load(latest)
+        getattr(model, "module", model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, history, resumed_from, rng = state["step"], state["history"], latest, state["rng"]
+        start = (state["epoch"], state["batch_in_epoch"])
+        if start[1] >= steps_per_epoch:  # saved at the end of an epoch: start the next one
+            start = (start[0] + 1, 0)
+        say(f"[{name}] resuming from {latest}: step {step}, epoch {start[0]}, batch {start[1]}")
+
+    progress = Progress(name, last_step, config.runtime.log_every_steps, say, start_step=step)
+    model.train()
+    with metrics:
+        for epoch in range(start[0], epochs):
+            if step >= last_step:
+                break
+            torch.manual_seed(epoch_seed(config.runtime.seed, context.rank, epoch))
+            batches = iter(make_loader(epoch, epoch == start[0]))
+            skip = start[1] if epoch == start[0] else 0
+            for _ in range(skip):  # replay to the saved data position
+                next(batches)
+            if skip:
+                restore_rng_state(rng)
+            for index, batch in enumerate(batches, start=skip + 1):
+                loss, values, images = loss_fn(batch)
+                lr = optimizer_step(loss, optimizer, scheduler)
+                step += 1
+                record = {"step": step, "epoch": epoch, "loss": loss.item(), **values}
+                record["learning_rate"] = lr
+                history.append(record)
+                images *= context.world_size
+                shown = {k: v for k, v in record.items() if k not in ("step", "epoch")}
+                progress.update(step, images, **shown)
+                metrics.update(
+                    step, epoch, images=images, loss=record["loss"], learning_rate=lr,
+                    contrastive_accuracy=values.get("contrastive_accuracy"),
+                    accuracy=values.get("accuracy"),
+                    images_per_second=progress.images_per_second(),
+                    eta_seconds=progress.eta_seconds(step), total_steps=last_step,
+                )  # fmt: skip
+                done = step >= last_step
+                if done or step % config.runtime.checkpoint_every_steps == 0:
+                    state = {
+                        "model": getattr(model, "module", model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "step": step,
+                        "epoch": epoch,
+                        "batch_in_epoch": index,
+                        "rng": capture_rng_state(),
+                        "history": history,
+                        "config": to_dict(config),
+                    }
+                    _save(checkpoints, step, state, context)
+                if done:
+                    break
+    return LoopResult(step, history, resumed_from)
+
+
+def _save(checkpoints: CheckpointStore, step: int, state: dict, context) -> None:
+    """Rank 0 writes; every rank waits, so none runs ahead of the last durable state."""
+    if context.is_main:
+        checkpoints.save(step, state)
+    if context.distributed:
+        dist.barrier()
