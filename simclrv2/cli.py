@@ -303,6 +303,40 @@ def _run_pretrain(args) -> int:
     return 0
 
 
+def _add_finetune(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a pretrained model on the labeled shards (or train the baseline)",
+        description="Fine-tune encoder + projection head[:k] + a new classifier on the "
+        "labeled split. With --set finetune.from_scratch=true (no --pretrained) the same "
+        "network is trained from random weights: the supervised baseline.",
+    )
+    _add_run_config_flags(parser)
+    parser.add_argument("--pretrained", help="the pretrain step's model.pt")
+    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the model")
+    parser.add_argument("--checkpoint-dir", help="default: OUTPUT/checkpoints")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (trials)")
+    _add_s3_flags(parser)
+    parser.set_defaults(handler=_run_finetune)
+
+
+def _run_finetune(args) -> int:
+    from simclrv2.distributed.context import shutdown_distributed
+    from simclrv2.steps.finetune import finetune
+
+    config = _load_run_config(args)
+    try:
+        result = finetune(
+            config, args.output, args.pretrained, args.checkpoint_dir, args.max_steps,
+            _object_store(args),
+        )  # fmt: skip
+    finally:
+        shutdown_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[finetune] done: {result.steps} steps -> {result.model_uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simclrv2",
@@ -317,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shard(subparsers)
     _add_verify(subparsers)
     _add_pretrain(subparsers)
+    _add_finetune(subparsers)
     return parser
 
 

@@ -82,6 +82,15 @@ def test_bad_settings_are_rejected_with_their_key_path(tmp_path, text, overrides
         load_config(RunConfig, _write(tmp_path, text), overrides)
 
 
+def test_a_partial_section_keeps_that_sections_own_defaults():
+    config = load_config(RunConfig, None, ["finetune.optimizer.epochs=2"])
+    assert config.finetune.optimizer.epochs == 2
+    # The fine-tuning recipe, not the generic optimizer defaults (0.3, warmup 10, decay 1e-6).
+    assert config.finetune.optimizer.base_learning_rate == 0.005
+    assert config.finetune.optimizer.warmup_epochs == 0.0
+    assert config.finetune.optimizer.weight_decay == 0.0
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(RunConfig, tmp_path / "nope.yaml")

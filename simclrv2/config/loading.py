@@ -59,8 +59,26 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
     return value
 
 
+def _default_of(cls, name: str) -> Any:
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged
+
+
 def from_dict(cls: type[T], data: dict, path: str = "") -> T:
-    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types. A partial
+    section keeps the defaults of its field (finetune.optimizer keeps the fine-tuning
+    recipe's values for the keys it does not set)."""
     kinds = _field_types(cls)
     values = {}
     for key, value in data.items():
@@ -71,6 +89,9 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
             raise ConfigError(
                 f"unknown setting {key_path}{hint}; settings here: {', '.join(sorted(kinds))}"
             )
+        default = _default_of(cls, key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            value = _merge(dataclasses.asdict(default), value)
         values[key] = _coerce(value, kinds[key], key_path)
     try:
         return cls(**values)

@@ -1,0 +1,122 @@
+"""Step 3 of the pipeline: fine-tune the pretrained network on the labeled shards.
+
+From a pretrain model artifact: encoder + projection head[:k] + a zero-initialised linear
+classifier, the whole network trained (the paper fine-tunes from k = 1). With
+`finetune.from_scratch` the same network starts from random weights (k = 0): the supervised
+baseline on the same labels that every user compares against. The output (model.pt) is the
+teacher for pseudo-labelling.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from simclrv2.config.run_config import RunConfig
+from simclrv2.data.augmentations import finetune_transform
+from simclrv2.models.simclr_model import Classifier, ContrastiveModel
+from simclrv2.performance import autocast, prepare_images
+from simclrv2.shards.loader import make_shard_loader
+from simclrv2.shards.verify import load_manifest
+from simclrv2.steps.model_artifact import load_model
+from simclrv2.steps.step_context import start_step
+from simclrv2.steps.step_outputs import write_step_outputs
+from simclrv2.steps.training_loop import run_training_loop
+from simclrv2.steps.training_setup import make_optimizer, place_model
+from simclrv2.storage.object_store import ObjectStore
+from simclrv2.storage.uri import join_uri
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_uri: str
+    steps: int
+    final_loss: float
+    resumed_from: str | None
+
+
+def build_classifier(
+    config: RunConfig, num_classes: int, pretrained_uri: str | None, store: ObjectStore
+) -> Classifier:
+    torch.manual_seed(config.runtime.seed)
+    if config.finetune.from_scratch:
+        encoder = config.model.encoder.encoder_config(config.data)
+        return Classifier(
+            encoder, num_classes, 0, config.model.num_proj_layers, zero_init_classifier=False
+        )
+    if pretrained_uri is None:
+        raise ValueError("fine-tuning needs --pretrained MODEL (or finetune.from_scratch=true)")
+    pretrained, _ = load_model(store, pretrained_uri)
+    if not isinstance(pretrained, ContrastiveModel):
+        raise ValueError(f"{pretrained_uri} is not a pretrain output (a contrastive model)")
+    return Classifier.from_pretrained(pretrained, num_classes, config.finetune.proj_layers)
+
+
+def classification_loss(model, images, labels, context, channels_last, bf16):
+    images = prepare_images(images, context.device, channels_last)
+    labels = labels.to(context.device)
+    with autocast(context.device, bf16):
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), labels)
+    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    return loss, accuracy
+
+
+def finetune(
+    config: RunConfig,
+    output: str,
+    pretrained_uri: str | None = None,
+    checkpoint_dir: str | None = None,
+    max_steps: int | None = None,
+    store: ObjectStore | None = None,
+    print_fn=print,
+) -> TrainResult:
+    """Fine-tune (or, with finetune.from_scratch, train the supervised baseline)."""
+    store = store or ObjectStore()
+    manifest = load_manifest(config.data.dataset, store)
+    settings = config.finetune.optimizer
+    labeled = manifest.split("labeled")
+    name = "supervised" if config.finetune.from_scratch else "finetune"
+    step = start_step(name, config, settings, labeled.samples, output, checkpoint_dir, store,
+                      print_fn)  # fmt: skip
+    classifier = build_classifier(config, len(manifest.class_names), pretrained_uri, store)
+    model = place_model(classifier, step.context, config.runtime)
+    optimizer, scheduler, total = make_optimizer(
+        model, settings, step.steps_per_epoch, classifier_prefixes=("classifier",)
+    )
+    last_step = min(total, max_steps) if max_steps else total
+    transform = finetune_transform(config.data.image_size)
+
+    def make_loader(epoch: int, check: bool):
+        return make_shard_loader(
+            manifest, "labeled", transform, batch_size=step.batch,
+            num_workers=config.data.num_workers, s3_settings=store.settings,
+            shuffle_buffer=config.data.shuffle_buffer, seed=config.runtime.seed,
+            samples_per_epoch=step.steps_per_epoch * settings.batch_size,
+            rank=step.context.rank, world_size=step.context.world_size,
+            image_mode=config.data.image_mode,
+            max_corrupt_fraction=config.data.max_corrupt_fraction, epoch=epoch,
+            persistent_workers=False, check=check,
+        )  # fmt: skip
+
+    def loss_fn(batch):
+        images, labels = batch
+        loss, accuracy = classification_loss(
+            model, images, labels, step.context, config.runtime.channels_last, step.bf16
+        )
+        return loss, {"accuracy": accuracy}, len(images)
+
+    result = run_training_loop(
+        name, config, step.context, model, optimizer, scheduler, step.checkpoints, step.metrics,
+        settings.epochs, step.steps_per_epoch, last_step, make_loader, loss_fn, step.say,
+    )  # fmt: skip
+    model_uri = join_uri(output, "model.pt")
+    if step.context.is_main:
+        write_step_outputs(
+            store, output, model, config, result.history,
+            f"{name} on {labeled.samples} labeled images", ("loss", "accuracy", "learning_rate"),
+            steps=result.steps, dataset=config.data.dataset, pretrained=pretrained_uri,
+        )  # fmt: skip
+        step.say(f"[{name}] model written to {model_uri}")
+    final = result.history[-1]["loss"] if result.history else float("nan")
+    return TrainResult(model_uri, result.steps, final, result.resumed_from)
