@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from simclrv2.config.run_config import RunConfig
 from simclrv2.data.augmentations import eval_transform
@@ -112,7 +111,7 @@ def _predict(model, loader, config, context, bf16, progress, metrics, step) -> t
     return torch.cat(all_logits), torch.cat(all_labels), step
 
 
-def _write_outputs(store: ObjectStore, output: str, results: dict, matrices: dict) -> None:
+def _write_outputs(store: ObjectStore, output: str, results: dict) -> None:
     """PNGs (drawn in a temp folder, then uploaded), report.html, and metrics.json last."""
     images = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -122,7 +121,8 @@ def _write_outputs(store: ObjectStore, output: str, results: dict, matrices: dic
         for name, model_metrics in results["models"].items():
             path = Path(folder) / f"{name}_confusion_matrix.png"
             title = f"{name}: top-1 {model_metrics['top1']:.1%}"
-            plot_confusion_matrix(matrices[name], results["class_names"], path, title)
+            matrix = torch.tensor(model_metrics["confusion_matrix"])
+            plot_confusion_matrix(matrix, results["class_names"], path, title)
             images[f"{name}: confusion matrix"] = path.read_bytes()
         for path in sorted(Path(folder).iterdir()):
             store.write_bytes(join_uri(output, path.name), path.read_bytes())
@@ -170,15 +170,14 @@ def evaluate(
         name: load_classifier(store, name, uri, len(class_names)) for name, uri in models.items()
     }
     bf16 = bf16_enabled(config.runtime, context.device)
-    say = print_fn
-    say(
+    print_fn(
         f"[evaluate] {len(models)} model(s) on {test.samples} test images of "
         f"{config.data.dataset}, device {context.device}, bf16 {bf16}, "
         f"channels_last {config.runtime.channels_last}"
     )
     per_model_batches = _batches_at_most(manifest, batch_size, config.data.num_workers)
     progress = Progress(
-        "evaluate", per_model_batches * len(models), config.runtime.log_every_steps, say
+        "evaluate", per_model_batches * len(models), config.runtime.log_every_steps, print_fn
     )
     metrics = TrainingMetrics(
         "evaluate",
@@ -193,9 +192,11 @@ def evaluate(
         "class_names": class_names,
         "models": {},
     }
-    matrices, step = {}, 0
+    step = 0
     with metrics:
-        for index, (name, model) in enumerate(loaded.items()):
+        for index, name in enumerate(models):
+            model = loaded.pop(name)  # dropped after its pass: one model in memory at a time
+            print_fn(f"[evaluate] {name}: {models[name]}")
             started = time.perf_counter()
             loader = make_shard_loader(
                 manifest,
@@ -217,22 +218,20 @@ def evaluate(
             logits, labels, step = _predict(
                 model, loader, config, context, bf16, progress, metrics, step
             )
-            loaded[name] = None  # free the weights (device memory) before the next model
             del model
             results["models"][name] = {"uri": models[name]} | classification_metrics(
                 logits, labels, class_names
             )
-            matrices[name] = confusion_matrix(logits.argmax(dim=1), labels, len(class_names))
-            say(
+            print_fn(
                 f"[evaluate] {name}: {len(labels)} images in {time.perf_counter() - started:.1f}"
                 f" s, top-1 {results['models'][name]['top1']:.2%}"
             )
             if len(labels) != test.samples:
-                say(
+                print_fn(
                     f"[evaluate] {name}: {test.samples - len(labels)} undecodable test images "
                     "were skipped"
                 )
-        _write_outputs(store, output, results, matrices)
-    _print_table(results, say)
-    say(f"[evaluate] metrics.json, report.html and plots in {output}")
+        _write_outputs(store, output, results)
+    _print_table(results, print_fn)
+    print_fn(f"[evaluate] metrics.json, report.html and plots in {output}")
     return results
