@@ -337,6 +337,72 @@ def _run_finetune(args) -> int:
     return 0
 
 
+def _add_distill(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "distill",
+        help="train a student on the unlabeled images from the teacher's stored soft labels",
+    )
+    _add_run_config_flags(parser)
+    parser.add_argument("--teacher", required=True, help="the finetune step's model.pt")
+    parser.add_argument("--pseudo-labels", required=True, help="the pseudolabel step's output")
+    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the model")
+    parser.add_argument("--checkpoint-dir", help="default: OUTPUT/checkpoints")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (trials)")
+    _add_s3_flags(parser)
+    parser.set_defaults(handler=_run_distill)
+
+
+def _run_distill(args) -> int:
+    from simclrv2.distributed.context import shutdown_distributed
+    from simclrv2.steps.distill import distill
+
+    config = _load_run_config(args)
+    try:
+        result = distill(
+            config, args.output, args.teacher, args.pseudo_labels, args.checkpoint_dir,
+            args.max_steps, _object_store(args),
+        )  # fmt: skip
+    finally:
+        shutdown_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[distill] done: {result.steps} steps -> {result.model_uri}")
+    return 0
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="top-1/top-5, per-class accuracy and confusion matrices of models on the test set",
+        epilog="example:\n  simclrv2 evaluate --config run.yaml --dataset s3://datasets/fmnist "
+        "--model teacher=s3://runs/r1/finetune/model.pt "
+        "--model student=s3://runs/r1/distill/model.pt --output s3://runs/r1/evaluate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_config_flags(parser)
+    parser.add_argument(
+        "--model", action="append", required=True, metavar="NAME=URI",
+        help="a model to evaluate (repeatable), e.g. student=s3://runs/r1/distill/model.pt",
+    )  # fmt: skip
+    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the report")
+    parser.add_argument("--batch-size", type=int, default=256)
+    _add_s3_flags(parser)
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from simclrv2.steps.evaluate import evaluate
+
+    models = {}
+    for item in args.model:
+        name, sep, uri = item.partition("=")
+        if not sep or not name or not uri:
+            raise ValueError(f"--model {item!r} must look like NAME=URI")
+        models[name] = uri
+    config = _load_run_config(args)
+    evaluate(config, models, args.output, _object_store(args), batch_size=args.batch_size)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simclrv2",
@@ -352,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(subparsers)
     _add_pretrain(subparsers)
     _add_finetune(subparsers)
+    _add_distill(subparsers)
+    _add_evaluate(subparsers)
     return parser
 
 
