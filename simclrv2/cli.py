@@ -1,55 +1,50 @@
 """The `simclrv2` command line. Each subcommand is a thin layer over a library function."""
 
 import argparse
-import dataclasses
 import os
 import re
 import sys
-import typing
 
 from simclrv2 import __version__
 
 EXAMPLES = """examples:
-  simclrv2 quickstart                          # pretrain + fine-tune on 1% of Fashion-MNIST
+  simclrv2 quickstart                     # the whole pipeline on 1% of Fashion-MNIST labels
   simclrv2 shard --source fashion-mnist --output s3://datasets/fmnist --label-fraction 0.01
   simclrv2 verify s3://datasets/fmnist
-  simclrv2 quickstart --pretrain-epochs 5 --label-fraction 0.1
+  simclrv2 quickstart --set pretrain.optimizer.epochs=10 --label-fraction 0.1
   simclrv2 params --depth 152 --width 3 --sk-ratio 0.0625
 """
 
 
-def _add_field_argument(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
-    """--some-name for a dataclass field; `X | None` fields default to None (automatic)."""
-    flag = "--" + field.name.replace("_", "-")
-    kind = next((t for t in typing.get_args(field.type) if t is not type(None)), field.type)
-    shown = "automatic" if field.default is None else field.default
-    if kind is bool:
-        action = argparse.BooleanOptionalAction
-        parser.add_argument(flag, action=action, default=field.default, help=f"default {shown}")
-    else:
-        parser.add_argument(flag, type=kind, default=field.default, help=f"default {shown}")
-
-
 def _add_quickstart(subparsers) -> None:
-    from simclrv2.quickstart import QuickstartConfig
-
     parser = subparsers.add_parser(
         "quickstart",
-        help="SimCLRv2 vs supervised on 1%% of Fashion-MNIST's labels (minutes on a CPU)",
-        description="Pretrain on Fashion-MNIST without labels, fine-tune on a class-balanced "
-        "label subset, and compare with supervised training on the same labels.",
+        help="the whole pipeline on one machine: shard, pretrain, finetune + supervised "
+        "baseline, pseudolabel, distill, evaluate (make run)",
+        description="Run every step of the pipeline in this process, on a built-in dataset "
+        "or an ImageFolder tree, with outputs under --output (a folder or s3:// prefix), "
+        "and print the test accuracy of the teacher, the student and the supervised "
+        "baseline trained on the same labels.",
     )
-    for field in dataclasses.fields(QuickstartConfig):
-        _add_field_argument(parser, field)
+    parser.add_argument("--config", default="configs/quickstart.yaml", help="run config YAML")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one setting (repeatable)")  # fmt: skip
+    parser.add_argument("--source", default="fashion-mnist", help="what the shard step reads")
+    parser.add_argument("--label-fraction", type=float, default=0.01)
+    parser.add_argument("--output", default="runs/quickstart", help="folder or s3:// prefix")
+    _add_s3_flags(parser)
     parser.set_defaults(handler=_run_quickstart)
 
 
 def _run_quickstart(args) -> int:
-    from simclrv2.quickstart import QuickstartConfig, run_quickstart
+    from simclrv2.config.loading import load_config
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.datasets.label_subset_spec import LabelSubsetSpec
+    from simclrv2.steps.chain import run_chain
 
-    names = {field.name for field in dataclasses.fields(QuickstartConfig)}
-    config = QuickstartConfig(**{k: v for k, v in vars(args).items() if k in names})
-    run_quickstart(config)
+    config = load_config(RunConfig, args.config, args.set)
+    labels = LabelSubsetSpec(fraction=args.label_fraction, seed=config.runtime.seed)
+    run_chain(config, args.output, args.source, labels, _object_store(args))
     return 0
 
 
@@ -369,6 +364,42 @@ def _run_distill(args) -> int:
     return 0
 
 
+def _add_pseudolabel(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pseudolabel",
+        help="store the teacher's logits for every unlabeled image (sidecar shards)",
+        description="Run the fine-tuned teacher over the unlabeled shards once and store its "
+        "logits beside them, one sidecar shard per image shard, with a manifest, so that "
+        "distillation never runs the teacher. Split the work with --num-parts/--part "
+        "(separate jobs) or torchrun (ranks).",
+    )
+    _add_run_config_flags(parser)
+    parser.add_argument("--teacher", required=True, help="the finetune step's model.pt")
+    parser.add_argument("--output", required=True, help="folder or s3:// prefix")
+    parser.add_argument("--num-parts", type=int, default=1)
+    parser.add_argument("--part", type=int, help="only this part (0-based)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    _add_s3_flags(parser)
+    parser.set_defaults(handler=_run_pseudolabel)
+
+
+def _run_pseudolabel(args) -> int:
+    from simclrv2.distributed.context import shutdown_distributed
+    from simclrv2.steps.pseudolabel import pseudolabel
+
+    config = _load_run_config(args)
+    try:
+        result = pseudolabel(
+            config, args.teacher, args.output, _object_store(args), part=args.part,
+            num_parts=args.num_parts, batch_size=args.batch_size,
+        )  # fmt: skip
+    finally:
+        shutdown_distributed()
+    if result.manifest is not None:
+        print(f"[pseudolabel] published {result.manifest_uri}")
+    return 0
+
+
 def _add_evaluate(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -418,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(subparsers)
     _add_pretrain(subparsers)
     _add_finetune(subparsers)
+    _add_pseudolabel(subparsers)
     _add_distill(subparsers)
     _add_evaluate(subparsers)
     return parser

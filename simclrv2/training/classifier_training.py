@@ -1,46 +1,9 @@
-"""Supervised training and evaluation of a Classifier (fine-tuning and the baseline)."""
+"""Predictions and classification metrics of a Classifier (evaluation)."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from simclrv2.performance import autocast, prepare_images
-from simclrv2.training.optimizer_step import optimizer_step
-from simclrv2.training.progress import Progress
-
-
-def train_classifier_epochs(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    epochs: int,
-    device: torch.device,
-    channels_last: bool = False,
-    bf16: bool = False,
-    name: str = "finetune",
-    log_every: int = 10,
-) -> list[dict]:
-    """Cross-entropy training on (images, labels) batches; returns one record per step."""
-    model.train()
-    history = []
-    progress = Progress(name, epochs * len(loader), every=log_every)
-    step = 0
-    for epoch in range(epochs):
-        for images, labels in loader:
-            images = prepare_images(images, device, channels_last)
-            labels = labels.to(device)
-            with autocast(device, bf16):
-                logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
-            lr = optimizer_step(loss, optimizer, scheduler)
-            step += 1
-            accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
-            history.append(
-                {"step": step, "epoch": epoch, "loss": loss.item(), "accuracy": accuracy, "lr": lr}
-            )
-            progress.update(step, len(images), loss=loss.item(), acc=accuracy)
-    return history
 
 
 @torch.no_grad()
