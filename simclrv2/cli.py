@@ -246,11 +246,7 @@ def _add_pretrain(subparsers) -> None:
         "--set pretrain.optimizer.epochs=800 --output s3://runs/r2/pretrain",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_run_config_flags(parser)
-    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the model")
-    parser.add_argument("--checkpoint-dir", help="default: OUTPUT/checkpoints")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (trials)")
-    _add_s3_flags(parser)
+    _add_training_flags(parser)
     parser.set_defaults(handler=_run_pretrain)
 
 
@@ -264,6 +260,28 @@ def _add_run_config_flags(parser: argparse.ArgumentParser) -> None:
         help="override one setting, e.g. --set pretrain.optimizer.epochs=10 (repeatable)",
     )
     parser.add_argument("--dataset", help="the shard step's output (sets data.dataset)")
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """What every training step takes: run config, output, checkpoints, step limit, S3."""
+    _add_run_config_flags(parser)
+    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the model")
+    parser.add_argument("--checkpoint-dir", help="default: OUTPUT/checkpoints")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (trials)")
+    _add_s3_flags(parser)
+
+
+def _run_step(name: str, run) -> int:
+    """Run a (possibly torchrun-launched) training step; rank 0 reports where the model is."""
+    from simclrv2.distributed.context import shutdown_distributed
+
+    try:
+        result = run()
+    finally:
+        shutdown_distributed()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[{name}] done: {result.steps} steps -> {result.model_uri}")
+    return 0
 
 
 def _load_run_config(args):
@@ -280,22 +298,14 @@ def _load_run_config(args):
 
 
 def _run_pretrain(args) -> int:
-    from simclrv2.distributed.context import shutdown_distributed
     from simclrv2.steps.pretrain import pretrain
 
     config = _load_run_config(args)
-    try:
-        result = pretrain(
-            config, args.output, args.checkpoint_dir, args.max_steps, _object_store(args)
-        )
-    finally:
-        shutdown_distributed()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(
-            f"[pretrain] done: {result.steps} steps, loss {result.final_loss:.4f}, contrastive "
-            f"accuracy {result.final_contrastive_accuracy:.3f} -> {result.model_uri}"
-        )
-    return 0
+    store = _object_store(args)
+    return _run_step(
+        "pretrain",
+        lambda: pretrain(config, args.output, args.checkpoint_dir, args.max_steps, store),
+    )
 
 
 def _add_finetune(subparsers) -> None:
@@ -306,30 +316,22 @@ def _add_finetune(subparsers) -> None:
         "labeled split. With --set finetune.from_scratch=true (no --pretrained) the same "
         "network is trained from random weights: the supervised baseline.",
     )
-    _add_run_config_flags(parser)
+    _add_training_flags(parser)
     parser.add_argument("--pretrained", help="the pretrain step's model.pt")
-    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the model")
-    parser.add_argument("--checkpoint-dir", help="default: OUTPUT/checkpoints")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (trials)")
-    _add_s3_flags(parser)
     parser.set_defaults(handler=_run_finetune)
 
 
 def _run_finetune(args) -> int:
-    from simclrv2.distributed.context import shutdown_distributed
     from simclrv2.steps.finetune import finetune
 
     config = _load_run_config(args)
-    try:
-        result = finetune(
-            config, args.output, args.pretrained, args.checkpoint_dir, args.max_steps,
-            _object_store(args),
-        )  # fmt: skip
-    finally:
-        shutdown_distributed()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[finetune] done: {result.steps} steps -> {result.model_uri}")
-    return 0
+    store = _object_store(args)
+    return _run_step(
+        "finetune",
+        lambda: finetune(
+            config, args.output, args.pretrained, args.checkpoint_dir, args.max_steps, store
+        ),
+    )
 
 
 def _add_distill(subparsers) -> None:
@@ -337,31 +339,29 @@ def _add_distill(subparsers) -> None:
         "distill",
         help="train a student on the unlabeled images from the teacher's stored soft labels",
     )
-    _add_run_config_flags(parser)
+    _add_training_flags(parser)
     parser.add_argument("--teacher", required=True, help="the finetune step's model.pt")
     parser.add_argument("--pseudo-labels", required=True, help="the pseudolabel step's output")
-    parser.add_argument("--output", required=True, help="folder or s3:// prefix for the model")
-    parser.add_argument("--checkpoint-dir", help="default: OUTPUT/checkpoints")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (trials)")
-    _add_s3_flags(parser)
     parser.set_defaults(handler=_run_distill)
 
 
 def _run_distill(args) -> int:
-    from simclrv2.distributed.context import shutdown_distributed
     from simclrv2.steps.distill import distill
 
     config = _load_run_config(args)
-    try:
-        result = distill(
-            config, args.output, args.teacher, args.pseudo_labels, args.checkpoint_dir,
-            args.max_steps, _object_store(args),
-        )  # fmt: skip
-    finally:
-        shutdown_distributed()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[distill] done: {result.steps} steps -> {result.model_uri}")
-    return 0
+    store = _object_store(args)
+    return _run_step(
+        "distill",
+        lambda: distill(
+            config,
+            args.output,
+            args.teacher,
+            args.pseudo_labels,
+            args.checkpoint_dir,
+            args.max_steps,
+            store,
+        ),
+    )
 
 
 def _add_pseudolabel(subparsers) -> None:

@@ -172,7 +172,10 @@ def test_dataset_and_outputs_on_s3(s3_server, s3_bucket, artifacts):
 
     assert metrics["models"]["student"]["num_examples"] == TEST_IMAGES
     names = {uri.rpartition("/")[2] for uri, _ in store.list_files(output)}
-    assert names == {"metrics.json", "report.html", "accuracy.png", "student_confusion_matrix.png"}
+    assert names == {
+        "metrics.json", "report.html", "config.yaml", "accuracy.png",
+        "student_confusion_matrix.png",
+    }  # fmt: skip
     assert json.loads(store.read_bytes(f"{output}/metrics.json")) == metrics
     assert store.read_bytes(f"{output}/accuracy.png").startswith(PNG_SIGNATURE)
     assert b"data:image/png;base64," in store.read_bytes(f"{output}/report.html")

@@ -143,3 +143,13 @@ def test_torchrun_two_processes_end_to_end(tiny_dataset, tmp_path):
     assert done.stdout.count("[pretrain] effective config") == 1  # rank 0 only
     _, metadata = load_model(ObjectStore(), str(tmp_path / "out" / "model.pt"))
     assert metadata["steps"] == 3
+
+
+def test_unimplemented_moco_memory_is_refused_not_ignored(tmp_path):
+    from simclrv2.steps.pretrain import pretrain
+
+    config = from_dict(RunConfig, {**TINY, "pretrain": {**TINY["pretrain"],
+                                                         "moco": {"enabled": True}}})  # fmt: skip
+    with pytest.raises(ValueError, match="MoCo-style memory"):
+        pretrain(config, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

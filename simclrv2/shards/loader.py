@@ -260,30 +260,59 @@ def make_shard_loader(
     epoch): a resumed run rebuilds the loader at its epoch and replays the same batches.
     """
     info = manifest.split(split)
-    if image_mode not in READ_MODES:
-        raise ValueError(f"image_mode must be one of {list(READ_MODES)}, got {image_mode!r}")
-    if not 0 <= max_corrupt_fraction <= 1:
-        raise ValueError(f"max_corrupt_fraction must be in [0, 1], got {max_corrupt_fraction}")
+    check_options(image_mode, max_corrupt_fraction)
     rank, world_size = _rank_and_world(rank, world_size)
     if check:
         check_shards(manifest, split, ObjectStore(s3_settings))
-    if samples_per_epoch is None:
-        shards = ShardAssignment(info.uris, rank, world_size, seed, epoch)
-    else:
-        shards = ResampledShardAssignment(info.uris, rank, seed, epoch)
-    stages = [
-        shards,
+    samples = [
         ShardStreams(s3_settings),
         wds.filters.pipelinefilter(wds.tariterators.tar_file_expander)(),
         wds.filters.pipelinefilter(wds.tariterators.group_by_keys)(),
     ]
+    decoder = SampleDecoder(
+        transform, info.labeled, READ_MODES[image_mode], max_corrupt_fraction, with_keys
+    )
+    return build_loader(
+        info.uris, samples, decoder, batch_size=batch_size, num_workers=num_workers,
+        shuffle_buffer=shuffle_buffer, seed=seed, samples_per_epoch=samples_per_epoch,
+        rank=rank, world_size=world_size, epoch=epoch, drop_last=drop_last,
+        persistent_workers=persistent_workers,
+    )  # fmt: skip
+
+
+def check_options(image_mode: str | None, max_corrupt_fraction: float) -> None:
+    if image_mode not in READ_MODES:
+        raise ValueError(f"image_mode must be one of {list(READ_MODES)}, got {image_mode!r}")
+    if not 0 <= max_corrupt_fraction <= 1:
+        raise ValueError(f"max_corrupt_fraction must be in [0, 1], got {max_corrupt_fraction}")
+
+
+def build_loader(
+    shard_uris: list[str],
+    sample_stages: list,
+    decoder: Callable,
+    *,
+    batch_size: int,
+    num_workers: int,
+    shuffle_buffer: int,
+    seed: int,
+    samples_per_epoch: int | None,
+    rank: int,
+    world_size: int,
+    epoch: int,
+    drop_last: bool,
+    persistent_workers: bool,
+) -> torch.utils.data.DataLoader:
+    """The frame every shard loader shares: this reader's shards -> `sample_stages` (shard
+    dicts to sample dicts) -> shuffle buffer -> `decoder` -> fixed epoch length -> batches."""
+    if samples_per_epoch is None:
+        shards = ShardAssignment(shard_uris, rank, world_size, seed, epoch)
+    else:
+        shards = ResampledShardAssignment(shard_uris, rank, seed, epoch)
+    stages = [shards, *sample_stages]
     if shuffle_buffer > 1:
         stages.append(ShuffleBuffer(shuffle_buffer, seed, rank, epoch))
-    stages.append(
-        SampleDecoder(
-            transform, info.labeled, READ_MODES[image_mode], max_corrupt_fraction, with_keys
-        )
-    )
+    stages.append(decoder)
     if samples_per_epoch is not None:
         batches = samples_per_epoch // world_size // batch_size
         if batches < max(1, num_workers):
@@ -292,9 +321,8 @@ def make_shard_loader(
                 f"{batch_size} per rank, fewer than the {num_workers} workers"
             )
         stages.append(EpochLength(batches, batch_size))
-    pipeline = wds.DataPipeline(*stages)
     return torch.utils.data.DataLoader(
-        pipeline,
+        wds.DataPipeline(*stages),
         batch_size=batch_size,
         num_workers=num_workers,
         drop_last=drop_last,

@@ -22,13 +22,11 @@ import webdataset as wds
 
 from simclrv2.shards.loader import (
     READ_MODES,
-    EpochLength,
-    ResampledShardAssignment,
     SampleDecoder,
-    ShardAssignment,
     ShardStreams,
-    ShuffleBuffer,
     _rank_and_world,
+    build_loader,
+    check_options,
     check_shards,
 )
 from simclrv2.shards.manifest import DatasetManifest
@@ -170,40 +168,18 @@ def make_distill_loader(
     Fails at once when `pseudo_manifest` was made for other images.
     """
     sidecars = check_pairing(image_manifest, pseudo_manifest)
-    if image_mode not in READ_MODES:
-        raise ValueError(f"image_mode must be one of {list(READ_MODES)}, got {image_mode!r}")
-    if not 0 <= max_corrupt_fraction <= 1:
-        raise ValueError(f"max_corrupt_fraction must be in [0, 1], got {max_corrupt_fraction}")
+    check_options(image_mode, max_corrupt_fraction)
     rank, world_size = _rank_and_world(rank, world_size)
     if check:
         store = ObjectStore(s3_settings)
         check_shards(image_manifest, SPLIT, store)
         check_shards(pseudo_manifest, SPLIT, store)
-    image_uris = image_manifest.split(SPLIT).uris
-    if samples_per_epoch is None:
-        shards = ShardAssignment(image_uris, rank, world_size, seed, epoch)
-    else:
-        shards = ResampledShardAssignment(image_uris, rank, seed, epoch)
-    stages = [shards, PairedSamples(s3_settings, sidecars)]
-    if shuffle_buffer > 1:
-        stages.append(ShuffleBuffer(shuffle_buffer, seed, rank, epoch))
-    stages.append(
-        PairedSampleDecoder(transform, READ_MODES[image_mode], max_corrupt_fraction, with_keys)
+    decoder = PairedSampleDecoder(
+        transform, READ_MODES[image_mode], max_corrupt_fraction, with_keys
     )
-    if samples_per_epoch is not None:
-        batches = samples_per_epoch // world_size // batch_size
-        if batches < max(1, num_workers):
-            raise ValueError(
-                f"samples_per_epoch {samples_per_epoch} gives {batches} batches of "
-                f"{batch_size} per rank, fewer than the {num_workers} workers"
-            )
-        stages.append(EpochLength(batches, batch_size))
-    return torch.utils.data.DataLoader(
-        wds.DataPipeline(*stages),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        persistent_workers=persistent_workers and num_workers > 0,
-        # Workers' torch seeds (augmentations) follow from this generator, as in the loader.
-        generator=torch.Generator().manual_seed(hash((seed, rank, epoch)) % 2**62),
-    )
+    return build_loader(
+        image_manifest.split(SPLIT).uris, [PairedSamples(s3_settings, sidecars)], decoder,
+        batch_size=batch_size, num_workers=num_workers, shuffle_buffer=shuffle_buffer,
+        seed=seed, samples_per_epoch=samples_per_epoch, rank=rank, world_size=world_size,
+        epoch=epoch, drop_last=drop_last, persistent_workers=persistent_workers,
+    )  # fmt: skip

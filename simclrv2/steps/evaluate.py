@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from simclrv2.config.loading import dump_config
 from simclrv2.config.run_config import RunConfig
 from simclrv2.data.augmentations import eval_transform
 from simclrv2.distributed.context import init_distributed
@@ -111,8 +112,9 @@ def _predict(model, loader, config, context, bf16, progress, metrics, step) -> t
     return torch.cat(all_logits), torch.cat(all_labels), step
 
 
-def _write_outputs(store: ObjectStore, output: str, results: dict) -> None:
-    """PNGs (drawn in a temp folder, then uploaded), report.html, and metrics.json last."""
+def _write_outputs(store: ObjectStore, output: str, results: dict, config: RunConfig) -> None:
+    """PNGs (drawn in a temp folder, then uploaded), report.html, the effective config, and
+    metrics.json last."""
     images = {}
     with tempfile.TemporaryDirectory() as folder:
         chart = Path(folder) / "accuracy.png"
@@ -128,6 +130,7 @@ def _write_outputs(store: ObjectStore, output: str, results: dict) -> None:
             store.write_bytes(join_uri(output, path.name), path.read_bytes())
     report = render_html_report("SimCLRv2 evaluation", results, images)
     store.write_bytes(join_uri(output, "report.html"), report.encode())
+    store.write_bytes(join_uri(output, "config.yaml"), dump_config(config).encode())
     store.write_bytes(join_uri(output, "metrics.json"), json.dumps(results, indent=2).encode())
 
 
@@ -231,7 +234,7 @@ def evaluate(
                     f"[evaluate] {name}: {test.samples - len(labels)} undecodable test images "
                     "were skipped"
                 )
-        _write_outputs(store, output, results)
+        _write_outputs(store, output, results, config)
     _print_table(results, print_fn)
     print_fn(f"[evaluate] metrics.json, report.html and plots in {output}")
     return results

@@ -65,6 +65,11 @@ def pretrain(
 ) -> PretrainResult:
     """Run (or resume) pretraining. `max_steps` stops early at that global step, with the
     schedule of the full run (so a stopped run is a prefix of the full one)."""
+    if config.pretrain.moco.enabled:
+        raise ValueError(
+            "pretrain.moco.enabled: the MoCo-style memory (EMA encoder + queue) is not "
+            "implemented yet; set it to false (the released reference code has none either)"
+        )
     store = store or ObjectStore()
     manifest = load_manifest(config.data.dataset, store)
     settings = config.pretrain.optimizer

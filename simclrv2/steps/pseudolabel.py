@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 import webdataset as wds
 
+from simclrv2.config.loading import dump_config
 from simclrv2.config.run_config import DataSettings, RunConfig
 from simclrv2.data.augmentations import eval_transform
 from simclrv2.distributed.context import init_distributed
@@ -407,6 +408,7 @@ def _publish(run: _Run, teacher_uri: str, teacher_fingerprint: str, say):
             "image_mode": data.image_mode,
         },
     )
+    run.store.write_bytes(join_uri(run.output, "config.yaml"), dump_config(run.config).encode())
     run.store.write_bytes(join_uri(run.output, MANIFEST_NAME), manifest.to_json().encode())
     say(f"[pseudolabel] published {join_uri(run.output, MANIFEST_NAME)}")
     return manifest
