@@ -102,7 +102,7 @@ def _first_step(rank: int, world_size: int, images_a, images_b) -> dict:
     optimizer.param_groups[0]["lr"] = 0.1  # warmup would make the first step a no-op
     per_rank = len(images_a) // world_size
     rows = slice(rank * per_rank, (rank + 1) * per_rank)
-    loss, _ = contrastive_step(model, images_a[rows], images_b[rows], 0.5, context, False, False)
+    loss, _, _ = contrastive_step(model, images_a[rows], images_b[rows], 0.5, context, False, False)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -143,13 +143,3 @@ def test_torchrun_two_processes_end_to_end(tiny_dataset, tmp_path):
     assert done.stdout.count("[pretrain] effective config") == 1  # rank 0 only
     _, metadata = load_model(ObjectStore(), str(tmp_path / "out" / "model.pt"))
     assert metadata["steps"] == 3
-
-
-def test_unimplemented_moco_memory_is_refused_not_ignored(tmp_path):
-    from simclrv2.steps.pretrain import pretrain
-
-    config = from_dict(RunConfig, {**TINY, "pretrain": {**TINY["pretrain"],
-                                                         "moco": {"enabled": True}}})  # fmt: skip
-    with pytest.raises(ValueError, match="MoCo-style memory"):
-        pretrain(config, str(tmp_path / "out"))
-    assert not (tmp_path / "out").exists()

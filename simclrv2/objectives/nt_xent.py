@@ -22,11 +22,14 @@ def nt_xent_loss(
     temperature: float,
     normalize: bool = True,
     group: dist.ProcessGroup | None = None,
+    extra_negatives: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Contrastive loss and contrastive top-1 accuracy.
 
     projections: (2N, D): rows [0, N) are the first views and rows [N, 2N) the second views
     of the same N images, in the same order.
+    extra_negatives: (K, D) L2-normalised vectors added as negatives for every anchor (the
+    momentum memory's queue); none or an empty tensor gives plain NT-Xent.
     Returns (loss, accuracy): accuracy is the fraction of first views whose most similar
     second view (among the global batch) is their own positive, as the reference reports.
     """
@@ -53,8 +56,13 @@ def nt_xent_loss(
     logits_ab = hidden_a @ all_b.T / temperature
     logits_ba = hidden_b @ all_a.T / temperature
 
-    loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], dim=1), labels, reduction="none")
-    loss_b = F.cross_entropy(torch.cat([logits_ba, logits_bb], dim=1), labels, reduction="none")
+    candidates_a, candidates_b = [logits_ab, logits_aa], [logits_ba, logits_bb]
+    if extra_negatives is not None and len(extra_negatives):
+        extra = extra_negatives.to(hidden.dtype).detach()
+        candidates_a.append(hidden_a @ extra.T / temperature)
+        candidates_b.append(hidden_b @ extra.T / temperature)
+    loss_a = F.cross_entropy(torch.cat(candidates_a, dim=1), labels, reduction="none")
+    loss_b = F.cross_entropy(torch.cat(candidates_b, dim=1), labels, reduction="none")
     loss = (loss_a + loss_b).mean()
     accuracy = (logits_ab.argmax(dim=1) == labels).float().mean()
     return loss, accuracy.detach()

@@ -16,6 +16,7 @@ import torch
 from simclrv2.config.run_config import RunConfig
 from simclrv2.data.augmentations import TwoViews, pretrain_transform
 from simclrv2.models.simclr_model import ContrastiveModel, ModelConfig
+from simclrv2.objectives.momentum_memory import MomentumMemory
 from simclrv2.objectives.nt_xent import nt_xent_loss
 from simclrv2.performance import autocast, prepare_images
 from simclrv2.shards.loader import make_shard_loader
@@ -48,11 +49,16 @@ def build_pretrain_model(config: RunConfig) -> ContrastiveModel:
     )
 
 
-def contrastive_step(model, view_a, view_b, temperature, context, channels_last, bf16):
-    """Forward both views as one batch (BN sees all 2N views, as the reference) -> loss."""
+def contrastive_step(model, view_a, view_b, temperature, context, channels_last, bf16, memory=None):
+    """Forward both views as one batch (BN sees all 2N views, as the reference) -> loss,
+    accuracy and the momentum memory's keys for this batch (None without memory)."""
     images = prepare_images(torch.cat([view_a, view_b]), context.device, channels_last)
     with autocast(context.device, bf16):
-        return nt_xent_loss(model(images), temperature)
+        projections = model(images)
+        keys = memory.keys(images) if memory is not None else None
+        negatives = memory.negatives() if memory is not None else None
+        loss, accuracy = nt_xent_loss(projections, temperature, extra_negatives=negatives)
+    return loss, accuracy, keys
 
 
 def pretrain(
@@ -65,11 +71,6 @@ def pretrain(
 ) -> PretrainResult:
     """Run (or resume) pretraining. `max_steps` stops early at that global step, with the
     schedule of the full run (so a stopped run is a prefix of the full one)."""
-    if config.pretrain.moco.enabled:
-        raise ValueError(
-            "pretrain.moco.enabled: the MoCo-style memory (EMA encoder + queue) is not "
-            "implemented yet; set it to false (the released reference code has none either)"
-        )
     store = store or ObjectStore()
     manifest = load_manifest(config.data.dataset, store)
     settings = config.pretrain.optimizer
@@ -80,6 +81,13 @@ def pretrain(
     context, say = step.context, step.say
     model = place_model(build_pretrain_model(config), context, config.runtime)
     optimizer, scheduler, total_steps = make_optimizer(model, settings, step.steps_per_epoch)
+    moco = config.pretrain.moco
+    memory = (
+        MomentumMemory(model, moco.momentum, moco.queue_size, config.model.proj_out_dim)
+        if moco.enabled
+        else None
+    )
+    batch_keys = []  # this step's momentum keys, queued after the optimizer step
     last_step = min(total_steps, max_steps) if max_steps else total_steps
     views = TwoViews(
         pretrain_transform(
@@ -109,15 +117,18 @@ def pretrain(
 
     def loss_fn(batch_):
         (view_a, view_b), _ = batch_
-        loss, accuracy = contrastive_step(
+        loss, accuracy, keys = contrastive_step(
             model, view_a, view_b, config.pretrain.temperature, context,
-            config.runtime.channels_last, step.bf16,
+            config.runtime.channels_last, step.bf16, memory,
         )  # fmt: skip
+        batch_keys[:] = [keys]
         return loss, {"contrastive_accuracy": accuracy.item()}, len(view_a)
 
     result = run_training_loop(
         "pretrain", config, context, model, optimizer, scheduler, step.checkpoints,
         step.metrics, settings.epochs, step.steps_per_epoch, last_step, make_loader, loss_fn, say,
+        after_step=(lambda: memory.update(model, batch_keys[0])) if memory else None,
+        extra_state=memory,
     )  # fmt: skip
     history = result.history
     model_uri = join_uri(output, "model.pt")

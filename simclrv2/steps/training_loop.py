@@ -51,8 +51,14 @@ def run_training_loop(
     make_loader: Callable[[int, bool], Iterable],
     loss_fn: LossFn,
     say=print,
+    after_step: Callable[[], None] | None = None,
+    extra_state=None,
 ) -> LoopResult:
-    """Train until `last_step` (global steps; epochs x steps_per_epoch for a full run)."""
+    """Train until `last_step` (global steps; epochs x steps_per_epoch for a full run).
+
+    after_step: called after every optimizer step (e.g. the momentum memory's update).
+    extra_state: an object with state_dict/load_state_dict checkpointed with the model.
+    """
     step, history, resumed_from, start, rng = 0, [], None, (0, 0), None
     latest = checkpoints.latest()
     if latest is not None:
@@ -60,6 +66,8 @@ def run_training_loop(
         getattr(model, "module", model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if extra_state is not None:
+            extra_state.load_state_dict(state["extra"])
         step, history, resumed_from, rng = state["step"], state["history"], latest, state["rng"]
         start = (state["epoch"], state["batch_in_epoch"])
         if start[1] >= steps_per_epoch:  # saved at the end of an epoch: start the next one
@@ -82,6 +90,8 @@ def run_training_loop(
             for index, batch in enumerate(batches, start=skip + 1):
                 loss, values, images = loss_fn(batch)
                 lr = optimizer_step(loss, optimizer, scheduler)
+                if after_step is not None:
+                    after_step()
                 step += 1
                 record = {"step": step, "epoch": epoch, "loss": loss.item(), **values}
                 record["learning_rate"] = lr
@@ -109,6 +119,8 @@ def run_training_loop(
                         "history": history,
                         "config": to_dict(config),
                     }
+                    if extra_state is not None:
+                        state["extra"] = extra_state.state_dict()
                     _save(checkpoints, step, state, context)
                 if done:
                     break
