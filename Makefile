@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test lint format bench clean
+.PHONY: help install data run test lint format bench compile clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: install  ## ruff lint and format check
 format: install  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+compile: install  ## compile every pipeline profile into pipelines/compiled/*.yaml
+	$(BIN)/simclrv2 pipeline compile pipelines/profiles/*.yaml
 
 bench: install  ## train-step throughput: fp32 vs channels_last + bf16
 	$(BIN)/python benchmarks/train_step_throughput.py $(ARGS)

@@ -434,6 +434,36 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def _add_pipeline(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="the Kubeflow pipeline: compile, upload, run, schedule",
+        description="Compile a profile into the pipeline YAML, and upload / run / schedule it "
+        "on a Kubeflow Pipelines endpoint.",
+    )
+    commands = parser.add_subparsers(title="pipeline commands", metavar="COMMAND")
+    compile_parser = commands.add_parser(
+        "compile", help="profile(s) -> pipeline YAML (deterministic)"
+    )
+    compile_parser.add_argument(
+        "profiles", nargs="+", help="profile YAML files, e.g. pipelines/profiles/tiny.yaml"
+    )
+    compile_parser.add_argument("--output-dir", default="pipelines/compiled")
+    compile_parser.set_defaults(handler=_run_pipeline_compile)
+
+
+def _run_pipeline_compile(args) -> int:
+    from pathlib import Path
+
+    from pipelines.compiler import compile_profile
+
+    for profile in args.profiles:
+        output = Path(args.output_dir) / f"{Path(profile).stem}.yaml"
+        compile_profile(profile, output)
+        print(f"[pipeline] {profile} -> {output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simclrv2",
@@ -452,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pseudolabel(subparsers)
     _add_distill(subparsers)
     _add_evaluate(subparsers)
+    _add_pipeline(subparsers)
     return parser
 
 

@@ -122,6 +122,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def load_config_text(cls: type[T], text: str, overrides=()) -> T:
+    """Like load_config, from YAML text (pipeline parameters carry the config as text)."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"the run config is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError("the run config must hold a mapping of sections")
+    return from_dict(cls, apply_overrides(data, list(overrides)))
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides=()) -> T:
     """Defaults of `cls`, then the YAML file at `path` (if any), then the overrides."""
     data: dict = {}

@@ -1,0 +1,45 @@
+"""distill: a student from the teacher's stored soft labels on the unlabeled images."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def distill(
+    dataset: Input[Dataset],
+    teacher: Input[Model],
+    pseudo_labels: Input[Dataset],
+    run_config: str,
+    work_root: str,
+    run_id: str,
+    epochs: int,
+    temperature: float,
+    model: Output[Model],
+):
+    """Writes to {work_root}/{run_id}/distill."""
+    from simclrv2.config.loading import load_config_text
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.steps.distill import distill as run_distill
+    from simclrv2.storage.uri import join_uri
+
+    config = load_config_text(
+        RunConfig,
+        run_config,
+        [
+            f"data.dataset={read_pointer(dataset.path)}",
+            f"run_id={run_id}",
+            f"distill.optimizer.epochs={epochs}",
+            f"distill.temperature={temperature}",
+        ],
+    )
+    result = run_distill(
+        config,
+        join_uri(work_root, run_id, "distill"),
+        read_pointer(teacher.path),
+        read_pointer(pseudo_labels.path),
+    )
+    write_pointer(model.path, result.model_uri, steps=result.steps)
+    model.metadata.update({"uri": result.model_uri, "steps": result.steps})

@@ -1,0 +1,60 @@
+"""evaluate: teacher, student, baseline (and production, when there is one) on the test set."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def evaluate(
+    dataset: Input[Dataset],
+    teacher: Input[Model],
+    student: Input[Model],
+    baseline: Input[Model],
+    run_config: str,
+    work_root: str,
+    run_id: str,
+    production: str,
+    metrics: Output[Metrics],
+    student_confusion: Output[ClassificationMetrics],
+    report: Output[HTML],
+) -> NamedTuple("Outputs", [("beats_production", bool), ("student_top1", float)]):
+    """production: the stable prefix of the production model ("" for none). The student is
+    compared with it on this run's test set; beats_production drives the promote step."""
+    from collections import namedtuple
+
+    from simclrv2.config.loading import load_config_text
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.pipeline_support.artifact_pointer import read_pointer
+    from simclrv2.pipeline_support.promotion import production_model_uri, should_promote
+    from simclrv2.steps.evaluate import evaluate as run_evaluate
+    from simclrv2.storage.object_store import ObjectStore
+    from simclrv2.storage.uri import join_uri
+
+    store = ObjectStore()
+    config = load_config_text(
+        RunConfig, run_config, [f"data.dataset={read_pointer(dataset.path)}", f"run_id={run_id}"]
+    )
+    models = {
+        "teacher": read_pointer(teacher.path),
+        "student": read_pointer(student.path),
+        "supervised": read_pointer(baseline.path),
+    }
+    current = production_model_uri(production, store) if production else None
+    if current is not None:
+        models["production"] = current
+    output = join_uri(work_root, run_id, "evaluate")
+    results = run_evaluate(config, models, output, store)
+    for name, values in results["models"].items():
+        metrics.log_metric(f"{name}_top1", values["top1"])
+        metrics.log_metric(f"{name}_top5", values["top5"])
+    student_confusion.log_confusion_matrix(
+        results["class_names"], results["models"]["student"]["confusion_matrix"]
+    )
+    with open(report.path, "w") as file:
+        file.write(store.read_bytes(join_uri(output, "report.html")).decode())
+    outputs = namedtuple("Outputs", ["beats_production", "student_top1"])
+    return outputs(should_promote(results, "student"), results["models"]["student"]["top1"])

@@ -1,0 +1,42 @@
+"""finetune: the teacher from the pretrained network (or, from_scratch, the baseline)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def finetune(
+    dataset: Input[Dataset],
+    pretrained: Input[Model],
+    run_config: str,
+    work_root: str,
+    run_id: str,
+    epochs: int,
+    from_scratch: bool,
+    model: Output[Model],
+):
+    """from_scratch: ignore `pretrained` and train the supervised baseline on the same
+    labels. Writes to {work_root}/{run_id}/finetune (or /supervised)."""
+    from simclrv2.config.loading import load_config_text
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.steps.finetune import finetune as run_finetune
+    from simclrv2.storage.uri import join_uri
+
+    config = load_config_text(
+        RunConfig,
+        run_config,
+        [
+            f"data.dataset={read_pointer(dataset.path)}",
+            f"run_id={run_id}",
+            f"finetune.optimizer.epochs={epochs}",
+            f"finetune.from_scratch={str(from_scratch).lower()}",
+        ],
+    )
+    name = "supervised" if from_scratch else "finetune"
+    source = None if from_scratch else read_pointer(pretrained.path)
+    result = run_finetune(config, join_uri(work_root, run_id, name), source)
+    write_pointer(model.path, result.model_uri, steps=result.steps)
+    model.metadata.update({"uri": result.model_uri, "steps": result.steps})

@@ -1,0 +1,41 @@
+"""pretrain: SimCLRv2 on the unlabeled shards; resumes from its checkpoints when retried."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def pretrain(
+    dataset: Input[Dataset],
+    run_config: str,
+    work_root: str,
+    run_id: str,
+    epochs: int,
+    batch_size: int,
+    model: Output[Model],
+):
+    """run_config: the run configuration YAML; epochs/batch_size override its pretrain
+    section. Writes to {work_root}/{run_id}/pretrain (checkpoints included)."""
+    from simclrv2.config.loading import load_config_text
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.steps.pretrain import pretrain as run_pretrain
+    from simclrv2.storage.uri import join_uri
+
+    config = load_config_text(
+        RunConfig,
+        run_config,
+        [
+            f"data.dataset={read_pointer(dataset.path)}",
+            f"run_id={run_id}",
+            f"pretrain.optimizer.epochs={epochs}",
+            f"pretrain.optimizer.batch_size={batch_size}",
+        ],
+    )
+    result = run_pretrain(config, join_uri(work_root, run_id, "pretrain"))
+    write_pointer(model.path, result.model_uri, steps=result.steps)
+    model.metadata.update(
+        {"uri": result.model_uri, "steps": result.steps, "final_loss": result.final_loss}
+    )

@@ -1,0 +1,81 @@
+"""Per-step placement from a profile: resources, GPUs, node pools, /dev/shm, S3 secret,
+retries, timeout, caching. Everything here lands in the compiled YAML."""
+
+from kfp import kubernetes
+
+STEP_KEYS = {
+    "cpu_request", "cpu_limit", "memory_request", "memory_limit", "gpus", "accelerator",
+    "node_selector", "tolerations", "shm_size", "retries", "backoff_duration",
+    "backoff_factor", "backoff_max_duration", "timeout_seconds", "caching",
+}  # fmt: skip
+
+
+def step_settings(profile: dict, step: str) -> dict:
+    """steps.default overlaid with steps.<step>; unknown keys are rejected."""
+    steps = profile.get("steps", {})
+    settings = {**steps.get("default", {}), **steps.get(step, {})}
+    unknown = set(settings) - STEP_KEYS
+    if unknown:
+        raise ValueError(
+            f"profile {profile.get('name')}: unknown placement setting(s) {sorted(unknown)} "
+            f"for step {step}; known: {sorted(STEP_KEYS)}"
+        )
+    return settings
+
+
+def place(task, step: str, profile: dict):
+    """Apply the profile to one pipeline task; returns the task."""
+    settings = step_settings(profile, step)
+    task.set_display_name(step)
+    task.set_container_image(profile["image"])
+    for key, setter in (
+        ("cpu_request", task.set_cpu_request),
+        ("cpu_limit", task.set_cpu_limit),
+        ("memory_request", task.set_memory_request),
+        ("memory_limit", task.set_memory_limit),
+    ):
+        if key in settings:
+            setter(str(settings[key]))
+    if settings.get("gpus", 0) > 0:
+        task.set_accelerator_type(settings.get("accelerator", "nvidia.com/gpu"))
+        task.set_accelerator_limit(int(settings["gpus"]))
+    for label, value in settings.get("node_selector", {}).items():
+        kubernetes.add_node_selector(task, label, value)
+    for toleration in settings.get("tolerations", []):
+        kubernetes.add_toleration(task, **toleration)
+    if "shm_size" in settings:
+        # DataLoader workers pass batches through shared memory; the default 64 MiB is not
+        # enough for image batches.
+        kubernetes.empty_dir_mount(
+            task, "dshm", "/dev/shm", medium="Memory", size_limit=str(settings["shm_size"])
+        )
+    if settings.get("retries", 0) > 0:
+        # Preemptible nodes: a retried training step resumes from its checkpoints.
+        task.set_retry(
+            int(settings["retries"]),
+            backoff_duration=str(settings.get("backoff_duration", "60s")),
+            backoff_factor=float(settings.get("backoff_factor", 2.0)),
+            backoff_max_duration=str(settings.get("backoff_max_duration", "3600s")),
+        )
+    if "timeout_seconds" in settings:
+        kubernetes.set_timeout(task, int(settings["timeout_seconds"]))
+    task.set_caching_options(bool(settings.get("caching", False)))
+    _connect_services(task, profile)
+    return task
+
+
+def _connect_services(task, profile: dict) -> None:
+    """S3 endpoint and Pushgateway as plain env; the S3 keys only from a Kubernetes secret
+    (never as literals in the YAML)."""
+    s3 = profile["s3"]
+    kubernetes.use_secret_as_env(
+        task,
+        s3["secret"],
+        {
+            s3["access_key_field"]: "AWS_ACCESS_KEY_ID",
+            s3["secret_key_field"]: "AWS_SECRET_ACCESS_KEY",
+        },
+    )
+    task.set_env_variable("AWS_ENDPOINT_URL", s3["endpoint_url"])
+    if profile.get("pushgateway_url"):
+        task.set_env_variable("PUSHGATEWAY_URL", profile["pushgateway_url"])

@@ -1,0 +1,97 @@
+"""The DAG: shard -> pretrain -> finetune (teacher) + supervised baseline -> pseudolabel ->
+distill -> evaluate -> promote (only when the student beats production).
+
+`build_pipeline(profile)` returns the pipeline function with the profile's defaults for the
+parameters users change per run and the profile's placement for every step.
+"""
+
+import json
+
+from kfp import dsl
+
+from components.distill.component import distill
+from components.evaluate.component import evaluate
+from components.finetune.component import finetune
+from components.pretrain.component import pretrain
+from components.promote.component import promote
+from components.pseudolabel.component import pseudolabel
+from components.shard.component import shard
+from pipelines.placement import place
+
+
+def build_pipeline(profile: dict):
+    p = profile["parameters"]
+    # One line of JSON (YAML parses it): kfp copies parameter defaults into the compiled
+    # file's header comment, where a multi-line string breaks the YAML.
+    config_text = json.dumps(profile["run_config"], sort_keys=True)
+
+    @dsl.pipeline(name=profile["name"], description=profile.get("description", ""))
+    def simclrv2_pipeline(
+        source: str = p["source"],
+        dataset_uri: str = p["dataset_uri"],
+        label_fraction: float = p["label_fraction"],
+        labels_per_class: int = p["labels_per_class"],
+        seed: int = p["seed"],
+        sample_limit: int = p["sample_limit"],
+        max_samples_per_shard: int = p["max_samples_per_shard"],
+        max_bytes_per_shard: int = p["max_bytes_per_shard"],
+        pretrain_epochs: int = p["pretrain_epochs"],
+        pretrain_batch_size: int = p["pretrain_batch_size"],
+        finetune_epochs: int = p["finetune_epochs"],
+        distill_epochs: int = p["distill_epochs"],
+        distill_temperature: float = p["distill_temperature"],
+        run_config: str = config_text,
+        work_root: str = profile["work_root"],
+        production: str = profile["production"],
+    ):
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        common = {"run_config": run_config, "work_root": work_root, "run_id": run_id}
+        data = place(
+            shard(
+                source=source, dataset_uri=dataset_uri, label_fraction=label_fraction,
+                labels_per_class=labels_per_class, seed=seed,
+                max_samples_per_shard=max_samples_per_shard,
+                max_bytes_per_shard=max_bytes_per_shard, sample_limit=sample_limit,
+            ),
+            "shard", profile,
+        )  # fmt: skip
+        dataset = data.outputs["dataset"]
+        pretrained = place(
+            pretrain(dataset=dataset, epochs=pretrain_epochs, batch_size=pretrain_batch_size,
+                     **common),
+            "pretrain", profile,
+        )  # fmt: skip
+        teacher = place(
+            finetune(dataset=dataset, pretrained=pretrained.outputs["model"],
+                     epochs=finetune_epochs, from_scratch=False, **common),
+            "finetune", profile,
+        )  # fmt: skip
+        baseline = place(
+            finetune(dataset=dataset, pretrained=pretrained.outputs["model"],
+                     epochs=finetune_epochs, from_scratch=True, **common),
+            "supervised", profile,
+        )  # fmt: skip
+        labels = place(
+            pseudolabel(dataset=dataset, teacher=teacher.outputs["model"], **common),
+            "pseudolabel", profile,
+        )  # fmt: skip
+        student = place(
+            distill(dataset=dataset, teacher=teacher.outputs["model"],
+                    pseudo_labels=labels.outputs["pseudo_labels"], epochs=distill_epochs,
+                    temperature=distill_temperature, **common),
+            "distill", profile,
+        )  # fmt: skip
+        scores = place(
+            evaluate(dataset=dataset, teacher=teacher.outputs["model"],
+                     student=student.outputs["model"], baseline=baseline.outputs["model"],
+                     production=production, **common),
+            "evaluate", profile,
+        )  # fmt: skip
+        with dsl.If(scores.outputs["beats_production"] == True, name="student-is-better"):  # noqa: E712
+            place(
+                promote(student=student.outputs["model"], work_root=work_root, run_id=run_id,
+                        production=production),
+                "promote", profile,
+            )  # fmt: skip
+
+    return simclrv2_pipeline

@@ -1,0 +1,1 @@
+"""Library-side glue the Kubeflow components call (no kfp import here)."""
