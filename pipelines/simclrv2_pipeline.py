@@ -87,7 +87,7 @@ def build_pipeline(profile: dict):
                      production=production, **common),
             "evaluate", profile,
         )  # fmt: skip
-        with dsl.If(scores.outputs["beats_production"] == True, name="student-is-better"):  # noqa: E712
+        with dsl.If(scores.outputs["Output"] == True, name="student-is-better"):  # noqa: E712
             place(
                 promote(student=student.outputs["model"], work_root=work_root, run_id=run_id,
                         production=production),

@@ -450,6 +450,9 @@ def _add_pipeline(subparsers) -> None:
     )
     compile_parser.add_argument("--output-dir", default="pipelines/compiled")
     compile_parser.set_defaults(handler=_run_pipeline_compile)
+    from simclrv2.kfp_client import add_pipeline_client_commands
+
+    add_pipeline_client_commands(commands)
 
 
 def _run_pipeline_compile(args) -> int:

@@ -152,9 +152,11 @@ def _server_errors(action: str) -> Iterator[None]:
 
 def _describe_api_error(error) -> str:
     """'HTTP 404 Not Found: <the server's message>' from an ApiException, without headers."""
+    if not error.status:  # raised by the client itself (e.g. a TLS error): no HTTP answer
+        return str(error.reason)
     detail = ""
     if error.body:
-        body = error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else error.body
+        body = error.body if isinstance(error.body, str) else error.body.decode("utf-8", "replace")
         try:
             parsed = json.loads(body)
             detail = parsed.get("message") or parsed.get("error") or ""
@@ -405,9 +407,8 @@ def run(
         result["state"] = final.state
         if final.state in FAILED_RUN_STATES:
             reason = f": {final.error.message}" if final.error and final.error.message else ""
-            raise RunFailedError(
-                started.run_id, final.state, f"run {started.run_id} ({run_name}) {final.state}{reason}"
-            )
+            message = f"run {started.run_id} ({run_name}) ended {final.state}{reason}"
+            raise RunFailedError(started.run_id, final.state, message)
     return result
 
 

@@ -19,21 +19,17 @@ def distill(
     model: Output[Model],
 ):
     """Writes to {work_root}/{run_id}/distill."""
-    from simclrv2.config.loading import load_config_text
-    from simclrv2.config.run_config import RunConfig
     from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.distill import distill as run_distill
     from simclrv2.storage.uri import join_uri
 
-    config = load_config_text(
-        RunConfig,
+    config = step_config(
         run_config,
-        [
-            f"data.dataset={read_pointer(dataset.path)}",
-            f"run_id={run_id}",
-            f"distill.optimizer.epochs={epochs}",
-            f"distill.temperature={temperature}",
-        ],
+        dataset.path,
+        run_id,
+        distill__optimizer__epochs=epochs,
+        distill__temperature=temperature,
     )
     result = run_distill(
         config,

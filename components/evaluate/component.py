@@ -1,7 +1,5 @@
 """evaluate: teacher, student, baseline (and production, when there is one) on the test set."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -21,23 +19,20 @@ def evaluate(
     metrics: Output[Metrics],
     student_confusion: Output[ClassificationMetrics],
     report: Output[HTML],
-) -> NamedTuple("Outputs", [("beats_production", bool), ("student_top1", float)]):
+) -> bool:
     """production: the stable prefix of the production model ("" for none). The student is
-    compared with it on this run's test set; beats_production drives the promote step."""
-    from collections import namedtuple
-
-    from simclrv2.config.loading import load_config_text
-    from simclrv2.config.run_config import RunConfig
+    compared with it on this run's test set; the result (True: the student beats production,
+    or there is none) drives the promote step. A single output, since kfp.local resolves
+    only `Output` in conditions."""
     from simclrv2.pipeline_support.artifact_pointer import read_pointer
     from simclrv2.pipeline_support.promotion import production_model_uri, should_promote
+    from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.evaluate import evaluate as run_evaluate
     from simclrv2.storage.object_store import ObjectStore
     from simclrv2.storage.uri import join_uri
 
     store = ObjectStore()
-    config = load_config_text(
-        RunConfig, run_config, [f"data.dataset={read_pointer(dataset.path)}", f"run_id={run_id}"]
-    )
+    config = step_config(run_config, dataset.path, run_id)
     models = {
         "teacher": read_pointer(teacher.path),
         "student": read_pointer(student.path),
@@ -56,5 +51,4 @@ def evaluate(
     )
     with open(report.path, "w") as file:
         file.write(store.read_bytes(join_uri(output, "report.html")).decode())
-    outputs = namedtuple("Outputs", ["beats_production", "student_top1"])
-    return outputs(should_promote(results, "student"), results["models"]["student"]["top1"])
+    return should_promote(results, "student")

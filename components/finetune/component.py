@@ -19,21 +19,17 @@ def finetune(
 ):
     """from_scratch: ignore `pretrained` and train the supervised baseline on the same
     labels. Writes to {work_root}/{run_id}/finetune (or /supervised)."""
-    from simclrv2.config.loading import load_config_text
-    from simclrv2.config.run_config import RunConfig
     from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.finetune import finetune as run_finetune
     from simclrv2.storage.uri import join_uri
 
-    config = load_config_text(
-        RunConfig,
+    config = step_config(
         run_config,
-        [
-            f"data.dataset={read_pointer(dataset.path)}",
-            f"run_id={run_id}",
-            f"finetune.optimizer.epochs={epochs}",
-            f"finetune.from_scratch={str(from_scratch).lower()}",
-        ],
+        dataset.path,
+        run_id,
+        finetune__optimizer__epochs=epochs,
+        finetune__from_scratch=from_scratch,
     )
     name = "supervised" if from_scratch else "finetune"
     source = None if from_scratch else read_pointer(pretrained.path)

@@ -18,21 +18,17 @@ def pretrain(
 ):
     """run_config: the run configuration YAML; epochs/batch_size override its pretrain
     section. Writes to {work_root}/{run_id}/pretrain (checkpoints included)."""
-    from simclrv2.config.loading import load_config_text
-    from simclrv2.config.run_config import RunConfig
-    from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.pipeline_support.artifact_pointer import write_pointer
+    from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.pretrain import pretrain as run_pretrain
     from simclrv2.storage.uri import join_uri
 
-    config = load_config_text(
-        RunConfig,
+    config = step_config(
         run_config,
-        [
-            f"data.dataset={read_pointer(dataset.path)}",
-            f"run_id={run_id}",
-            f"pretrain.optimizer.epochs={epochs}",
-            f"pretrain.optimizer.batch_size={batch_size}",
-        ],
+        dataset.path,
+        run_id,
+        pretrain__optimizer__epochs=epochs,
+        pretrain__optimizer__batch_size=batch_size,
     )
     result = run_pretrain(config, join_uri(work_root, run_id, "pretrain"))
     write_pointer(model.path, result.model_uri, steps=result.steps)

@@ -16,15 +16,13 @@ def pseudolabel(
     pseudo_labels: Output[Dataset],
 ):
     """Writes sidecar shards + manifest to {work_root}/{run_id}/pseudolabels."""
-    from simclrv2.config.loading import load_config_text
-    from simclrv2.config.run_config import RunConfig
+
     from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.pseudolabel import pseudolabel as run_pseudolabel
     from simclrv2.storage.uri import join_uri
 
-    config = load_config_text(
-        RunConfig, run_config, [f"data.dataset={read_pointer(dataset.path)}", f"run_id={run_id}"]
-    )
+    config = step_config(run_config, dataset.path, run_id)
     output = join_uri(work_root, run_id, "pseudolabels")
     result = run_pseudolabel(config, read_pointer(teacher.path), output)
     write_pointer(pseudo_labels.path, output, manifest=result.manifest_uri)
