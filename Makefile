@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test lint format bench compile clean
+.PHONY: help install data run test lint format bench compile upload schedule clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,6 +43,17 @@ format: install  ## apply ruff fixes and formatting
 
 compile: install  ## compile every pipeline profile into pipelines/compiled/*.yaml
 	$(BIN)/simclrv2 pipeline compile pipelines/profiles/*.yaml
+
+PROFILE ?= tiny
+CRON ?= 0 0 2 * * *
+upload: compile  ## upload pipelines/compiled/$(PROFILE).yaml (KFP_HOST, KF_PIPELINES_TOKEN)
+	$(BIN)/simclrv2 pipeline upload --package pipelines/compiled/$(PROFILE).yaml \
+		--pipeline-name simclrv2-$(PROFILE)
+
+schedule: install  ## nightly retraining of simclrv2-$(PROFILE) (CRON, 6 fields)
+	$(BIN)/simclrv2 pipeline schedule --pipeline-name simclrv2-$(PROFILE) \
+		--experiment simclrv2-$(PROFILE) --job-name simclrv2-$(PROFILE)-retrain \
+		--cron '$(CRON)' --replace
 
 bench: install  ## train-step throughput: fp32 vs channels_last + bf16
 	$(BIN)/python benchmarks/train_step_throughput.py $(ARGS)
