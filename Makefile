@@ -27,7 +27,7 @@ install: $(VENV)/.installed  ## create the project venv with everything installe
 data:  ## fetch Fashion-MNIST from the Debian archive into .cache/ (no root needed)
 	@scripts/get-fashion-mnist.sh
 
-run: install data  ## the main job: SimCLRv2 vs supervised on 1% of Fashion-MNIST labels
+run: install data  ## the main job: the whole pipeline on 1% of Fashion-MNIST labels
 	$(BIN)/simclrv2 quickstart $(ARGS)
 
 test: install data  ## run the test suite
