@@ -20,6 +20,8 @@ def load_profile(path: str | Path) -> dict:
     from simclrv2.config.run_config import RunConfig
 
     from_dict(RunConfig, profile["run_config"])
+    if int(profile.get("shard_parts", 1)) < 1:
+        raise ValueError(f"profile {path}: shard_parts must be >= 1")
     return profile
 
 

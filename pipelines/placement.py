@@ -23,10 +23,10 @@ def step_settings(profile: dict, step: str) -> dict:
     return settings
 
 
-def place(task, step: str, profile: dict):
-    """Apply the profile to one pipeline task; returns the task."""
+def place(task, step: str, profile: dict, display_name: str | None = None):
+    """Apply the profile's settings for `step` to one pipeline task; returns the task."""
     settings = step_settings(profile, step)
-    task.set_display_name(step)
+    task.set_display_name(display_name or step)
     task.set_container_image(profile["image"])
     for key, setter in (
         ("cpu_request", task.set_cpu_request),

@@ -1,5 +1,6 @@
-"""The DAG: shard -> pretrain -> finetune (teacher) + supervised baseline -> pseudolabel ->
-distill -> evaluate -> promote (only when the student beats production).
+"""The DAG: shard (fanned out with ParallelFor when the profile sets shard_parts) ->
+pretrain -> finetune (teacher) + supervised baseline -> pseudolabel -> distill -> evaluate ->
+promote (only when the student beats production).
 
 `build_pipeline(profile)` returns the pipeline function with the profile's defaults for the
 parameters users change per run and the profile's placement for every step.
@@ -15,12 +16,13 @@ from components.finetune.component import finetune
 from components.pretrain.component import pretrain
 from components.promote.component import promote
 from components.pseudolabel.component import pseudolabel
-from components.shard.component import shard
+from components.shard.component import shard, shard_part, shard_publish
 from pipelines.placement import place
 
 
 def build_pipeline(profile: dict):
     p = profile["parameters"]
+    parts = int(profile.get("shard_parts", 1))
     # One line of JSON (YAML parses it): kfp copies parameter defaults into the compiled
     # file's header comment, where a multi-line string breaks the YAML.
     config_text = json.dumps(profile["run_config"], sort_keys=True)
@@ -46,15 +48,20 @@ def build_pipeline(profile: dict):
     ):
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         common = {"run_config": run_config, "work_root": work_root, "run_id": run_id}
-        data = place(
-            shard(
-                source=source, dataset_uri=dataset_uri, label_fraction=label_fraction,
-                labels_per_class=labels_per_class, seed=seed,
-                max_samples_per_shard=max_samples_per_shard,
-                max_bytes_per_shard=max_bytes_per_shard, sample_limit=sample_limit,
-            ),
-            "shard", profile,
-        )  # fmt: skip
+        shard_args = {
+            "source": source, "dataset_uri": dataset_uri, "label_fraction": label_fraction,
+            "labels_per_class": labels_per_class, "seed": seed,
+            "max_samples_per_shard": max_samples_per_shard,
+            "max_bytes_per_shard": max_bytes_per_shard, "sample_limit": sample_limit,
+        }  # fmt: skip
+        if parts == 1:
+            data = place(shard(**shard_args), "shard", profile)
+        else:  # fan out: one pod per independent range, then merge into the manifest
+            with dsl.ParallelFor(items=list(range(parts)), name="shard-parts") as part:
+                written = place(shard_part(num_parts=parts, part=part, **shard_args), "shard",
+                                profile, "shard-part")  # fmt: skip
+            data = place(shard_publish(num_parts=parts, **shard_args), "shard", profile,
+                         "shard-publish").after(written)  # fmt: skip
         dataset = data.outputs["dataset"]
         pretrained = place(
             pretrain(dataset=dataset, epochs=pretrain_epochs, batch_size=pretrain_batch_size,

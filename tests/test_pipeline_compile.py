@@ -48,10 +48,12 @@ def test_every_step_is_placed_as_its_profile_says(profile, tmp_path):
     settings = load_profile(profile)
     spec, k8s, _ = _compile(profile, tmp_path)
     tasks = _tasks_by_name(spec)
-    assert set(tasks) == {"shard", "pretrain", "finetune", "supervised", "pseudolabel",
-                          "distill", "evaluate", "promote"}  # fmt: skip
+    sharding = {"shard"} if settings.get("shard_parts", 1) == 1 else {"shard-part", "shard-publish"}
+    assert set(tasks) == sharding | {"pretrain", "finetune", "supervised", "pseudolabel",
+                                     "distill", "evaluate", "promote"}  # fmt: skip
     for name, (_, task) in tasks.items():
-        step = {**settings["steps"].get("default", {}), **settings["steps"].get(name, {})}
+        step_name = "shard" if name.startswith("shard") else name
+        step = {**settings["steps"].get("default", {}), **settings["steps"].get(step_name, {})}
         executor = spec["components"][task["componentRef"]["name"]]["executorLabel"]
         container = spec["deploymentSpec"]["executors"][executor]["container"]
         platform = k8s[executor]
@@ -93,6 +95,18 @@ def test_gpu_profiles_put_training_on_gpu_nodes(tmp_path):
         resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
         assert resources["accelerator"]["resourceCount"] == "8", name
         assert k8s[executor]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_shard_fans_out_with_parallel_for_when_the_profile_asks(tmp_path):
+    spec, _, _ = _compile(Path("pipelines/profiles/imagenet-r50.yaml"), tmp_path)
+    loops = {k: t for k, t in spec["root"]["dag"]["tasks"].items() if "parameterIterator" in t}
+    assert len(loops) == 1
+    ((loop_key, loop),) = loops.items()
+    assert loop["parameterIterator"]["items"]["raw"] == str(list(range(8)))
+    tasks = _tasks_by_name(spec)
+    assert tasks["shard-publish"][1]["dependentTasks"] == [loop_key]  # waits for every part
+    pretrain = tasks["pretrain"][1]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
+    assert pretrain["producerTask"] == tasks["shard-publish"][0]
 
 
 def test_only_typed_artifacts_travel_between_steps(tmp_path):

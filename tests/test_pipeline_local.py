@@ -37,6 +37,7 @@ def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path):
 
     profile = load_profile("pipelines/profiles/tiny.yaml")
     profile["steps"]["default"]["retries"] = 0  # fail fast in a test
+    profile["shard_parts"] = 2  # the ParallelFor fan-out, then the publish
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     pipeline = build_pipeline(profile)
 
@@ -46,7 +47,7 @@ def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path):
         assert (run_dir / step).is_dir(), step
     # Artifacts between steps are small typed pointers; the data stays where steps wrote it.
     (root,) = (tmp_path / "root").iterdir()
-    dataset = json.loads((root / "shard" / "dataset").read_text())
+    dataset = json.loads((root / "shard-publish" / "dataset").read_text())
     assert dataset["uri"] == str(tmp_path / "data") and dataset["samples"]["labeled"] == 20
     student = json.loads((root / "distill" / "model").read_text())
     assert student["uri"] == str(run_dir / "distill" / "model.pt")

@@ -1,4 +1,9 @@
-"""shard: images -> WebDataset shards + manifest on S3; the Dataset artifact points at it."""
+"""shard: images -> WebDataset shards + manifest on S3; the Dataset artifact points at it.
+
+Three components for one step: `shard` does it all in one pod; with a fan-out, `shard_part`
+writes one independent range (one pod each, under dsl.ParallelFor) and `shard_publish`
+merges the parts into the manifest.
+"""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -19,25 +24,72 @@ def shard(
     dataset: Output[Dataset],
 ):
     """labels_per_class > 0 overrides label_fraction; sample_limit 0 means every image."""
-    from simclrv2.datasets.label_subset_spec import LabelSubsetSpec
     from simclrv2.pipeline_support.artifact_pointer import write_pointer
-    from simclrv2.shards.shard_dataset import ShardRequest, shard_dataset
+    from simclrv2.pipeline_support.shard_request import shard_request
+    from simclrv2.shards.shard_dataset import shard_dataset
 
-    labels = (
-        LabelSubsetSpec(per_class=labels_per_class, seed=seed)
-        if labels_per_class > 0
-        else LabelSubsetSpec(fraction=label_fraction, seed=seed)
-    )
-    request = ShardRequest(
-        source,
-        dataset_uri,
-        labels,
-        seed=seed,
-        max_samples_per_shard=max_samples_per_shard,
-        max_bytes_per_shard=max_bytes_per_shard,
-        sample_limit=sample_limit or None,
-    )
-    manifest = shard_dataset(request)
+    manifest = shard_dataset(
+        shard_request(source, dataset_uri, label_fraction, labels_per_class, seed,
+                      max_samples_per_shard, max_bytes_per_shard, sample_limit)
+    )  # fmt: skip
+    counts = {name: split.samples for name, split in manifest.splits.items()}
+    write_pointer(dataset.path, dataset_uri, fingerprint=manifest.fingerprint, samples=counts)
+    dataset.metadata.update({"uri": dataset_uri, "fingerprint": manifest.fingerprint, **counts})
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def shard_part(
+    source: str,
+    dataset_uri: str,
+    label_fraction: float,
+    labels_per_class: int,
+    seed: int,
+    max_samples_per_shard: int,
+    max_bytes_per_shard: int,
+    sample_limit: int,
+    num_parts: int,
+    part: int,
+) -> int:
+    """Writes part `part` of `num_parts` (skipped when already written); returns its shards."""
+    from simclrv2.pipeline_support.shard_request import shard_request
+    from simclrv2.shards.shard_dataset import make_plan, write_part
+    from simclrv2.storage.object_store import ObjectStore
+
+    store = ObjectStore()
+    request = shard_request(
+        source, dataset_uri, label_fraction, labels_per_class, seed, max_samples_per_shard,
+        max_bytes_per_shard, sample_limit, num_parts,
+    )  # fmt: skip
+    store.check_bucket(dataset_uri)
+    written = write_part(make_plan(request, store), part, store)
+    return sum(len(shards) for shards in written.values())
+
+
+@dsl.component(base_image=BASE_IMAGE)
+def shard_publish(
+    source: str,
+    dataset_uri: str,
+    label_fraction: float,
+    labels_per_class: int,
+    seed: int,
+    max_samples_per_shard: int,
+    max_bytes_per_shard: int,
+    sample_limit: int,
+    num_parts: int,
+    dataset: Output[Dataset],
+):
+    """Merges every part into the manifest (written last); fails if a part is missing."""
+    from simclrv2.pipeline_support.artifact_pointer import write_pointer
+    from simclrv2.pipeline_support.shard_request import shard_request
+    from simclrv2.shards.shard_dataset import make_plan, publish
+    from simclrv2.storage.object_store import ObjectStore
+
+    store = ObjectStore()
+    request = shard_request(
+        source, dataset_uri, label_fraction, labels_per_class, seed, max_samples_per_shard,
+        max_bytes_per_shard, sample_limit, num_parts,
+    )  # fmt: skip
+    manifest = publish(make_plan(request, store), store)
     counts = {name: split.samples for name, split in manifest.splits.items()}
     write_pointer(dataset.path, dataset_uri, fingerprint=manifest.fingerprint, samples=counts)
     dataset.metadata.update({"uri": dataset_uri, "fingerprint": manifest.fingerprint, **counts})

@@ -1,0 +1,34 @@
+"""The shard step's request from the pipeline's typed parameters (one place for the three
+shard components: whole, one part of a fan-out, and the publish that merges the parts)."""
+
+from simclrv2.datasets.label_subset_spec import LabelSubsetSpec
+from simclrv2.shards.shard_dataset import ShardRequest
+
+
+def shard_request(
+    source: str,
+    dataset_uri: str,
+    label_fraction: float,
+    labels_per_class: int,
+    seed: int,
+    max_samples_per_shard: int,
+    max_bytes_per_shard: int,
+    sample_limit: int,
+    num_parts: int = 1,
+) -> ShardRequest:
+    """labels_per_class > 0 overrides label_fraction; sample_limit 0 means every image."""
+    labels = (
+        LabelSubsetSpec(per_class=labels_per_class, seed=seed)
+        if labels_per_class > 0
+        else LabelSubsetSpec(fraction=label_fraction, seed=seed)
+    )
+    return ShardRequest(
+        source,
+        dataset_uri,
+        labels,
+        seed=seed,
+        max_samples_per_shard=max_samples_per_shard,
+        max_bytes_per_shard=max_bytes_per_shard,
+        sample_limit=sample_limit or None,
+        num_parts=num_parts,
+    )
