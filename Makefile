@@ -27,8 +27,8 @@ install: $(VENV)/.installed  ## create the project venv with everything installe
 data:  ## fetch Fashion-MNIST from the Debian archive into .cache/ (no root needed)
 	@scripts/get-fashion-mnist.sh
 
-run: install data  ## the main job: the whole pipeline on 1% of Fashion-MNIST labels
-	$(BIN)/simclrv2 quickstart $(ARGS)
+run: install data  ## the main job: the whole pipeline (kfp.local) on 1% of Fashion-MNIST labels
+	$(BIN)/simclrv2 pipeline run-local $(ARGS)
 
 test: install data  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

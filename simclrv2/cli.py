@@ -450,9 +450,38 @@ def _add_pipeline(subparsers) -> None:
     )
     compile_parser.add_argument("--output-dir", default="pipelines/compiled")
     compile_parser.set_defaults(handler=_run_pipeline_compile)
+    local_parser = commands.add_parser(
+        "run-local",
+        help="run the whole pipeline on this machine with kfp.local (make run)",
+        description="Run every component of the pipeline as a subprocess in this environment "
+        "(kfp.local), with datasets, models and the production model under --output (a "
+        "folder, or s3:// with the AWS_* variables set), and print the results table.",
+    )
+    local_parser.add_argument("--profile", default="pipelines/profiles/tiny.yaml")
+    local_parser.add_argument("--output", default="runs/pipeline", help="folder or s3:// prefix")
+    local_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                              help="a pipeline parameter, e.g. pretrain_epochs=5")  # fmt: skip
+    local_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                              help="override one run-config setting (repeatable)")  # fmt: skip
+    local_parser.set_defaults(handler=_run_pipeline_local)
     from simclrv2.kfp_client import add_pipeline_client_commands
 
     add_pipeline_client_commands(commands)
+
+
+def _run_pipeline_local(args) -> int:
+    import yaml
+
+    from pipelines.local_run import run_local
+
+    parameters = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param {item!r} must look like NAME=VALUE")
+        parameters[name] = yaml.safe_load(value)
+    run_local(args.profile, args.output, parameters, args.set)
+    return 0
 
 
 def _run_pipeline_compile(args) -> int:

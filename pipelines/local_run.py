@@ -1,0 +1,61 @@
+"""Run the pipeline on this machine with kfp.local: every component as a subprocess in the
+current environment (no cluster, no images), outputs in a local folder or on S3."""
+
+import json
+import logging
+from pathlib import Path
+
+from kfp import local
+
+from pipelines.compiler import load_profile
+from pipelines.simclrv2_pipeline import build_pipeline
+
+
+def run_local(
+    profile_path: str,
+    output: str,
+    parameters: dict | None = None,
+    config_overrides: list[str] = (),
+    print_fn=print,
+) -> dict:
+    """Returns the evaluate step's metrics. Datasets, models and the production model go
+    under `output` (a folder, or an s3:// prefix with the AWS_* variables set) unless
+    `parameters` say otherwise; KFP's own artifacts go under the local folder
+    `<output>/kfp-root` (kfp.local needs a local pipeline root)."""
+    from simclrv2.config.loading import apply_overrides, from_dict
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.storage.object_store import ObjectStore
+    from simclrv2.storage.uri import is_s3_uri, join_uri
+
+    profile = load_profile(profile_path)
+    run_config = apply_overrides(profile["run_config"], list(config_overrides))
+    from_dict(RunConfig, run_config)  # reject bad overrides before any work
+    values = {
+        **profile["parameters"],
+        "dataset_uri": join_uri(output, "data"),
+        "work_root": join_uri(output, "work"),
+        "production": join_uri(output, "production"),
+        "run_config": json.dumps(run_config, sort_keys=True),
+        **(parameters or {}),
+    }
+    store = ObjectStore()
+
+    def evaluations() -> set[str]:
+        files = store.list_files(values["work_root"])
+        return {uri for uri, _ in files if uri.endswith("/evaluate/metrics.json")}
+
+    before = evaluations()
+    root = Path("runs/local-kfp-root" if is_s3_uri(output) else output) / "kfp-root"
+    logging.getLogger("kfp").setLevel(logging.WARNING)  # keep the steps' own progress readable
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    build_pipeline(profile)(**values)
+
+    (newest,) = evaluations() - before  # this run's folder is named by its job id
+    metrics = json.loads(store.read_bytes(newest))
+    print_fn(f"\n[pipeline] kfp.local run finished; outputs under {output}/")
+    print_fn(f"  {'model':<12} {'top-1':>7} {'top-5':>7}")
+    for name, result in metrics["models"].items():
+        print_fn(f"  {name:<12} {result['top1']:>7.2%} {result['top5']:>7.2%}")
+    print_fn(f"  evaluation report: {newest.rsplit('/', 1)[0]}/report.html")
+    print_fn(f"  production model:  {values['production']}/model.pt (promoted when better)")
+    return metrics
