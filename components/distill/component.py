@@ -20,6 +20,7 @@ def distill(
 ):
     """Writes to {work_root}/{run_id}/distill."""
     from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.pipeline_support.gpu_launch import run_step
     from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.distill import distill as run_distill
     from simclrv2.storage.uri import join_uri
@@ -31,11 +32,11 @@ def distill(
         distill__optimizer__epochs=epochs,
         distill__temperature=temperature,
     )
-    result = run_distill(
-        config,
-        join_uri(work_root, run_id, "distill"),
-        read_pointer(teacher.path),
-        read_pointer(pseudo_labels.path),
-    )
-    write_pointer(model.path, result.model_uri, steps=result.steps)
-    model.metadata.update({"uri": result.model_uri, "steps": result.steps})
+    output = join_uri(work_root, run_id, "distill")
+    teacher_uri, labels_uri = read_pointer(teacher.path), read_pointer(pseudo_labels.path)
+    model_uri = run_step(
+        "distill", config, output, lambda: run_distill(config, output, teacher_uri, labels_uri),
+        teacher=teacher_uri, pseudo_labels=labels_uri,
+    )  # fmt: skip
+    write_pointer(model.path, model_uri)
+    model.metadata.update({"uri": model_uri})

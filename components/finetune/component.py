@@ -20,6 +20,7 @@ def finetune(
     """from_scratch: ignore `pretrained` and train the supervised baseline on the same
     labels. Writes to {work_root}/{run_id}/finetune (or /supervised)."""
     from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
+    from simclrv2.pipeline_support.gpu_launch import run_step
     from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.finetune import finetune as run_finetune
     from simclrv2.storage.uri import join_uri
@@ -33,6 +34,9 @@ def finetune(
     )
     name = "supervised" if from_scratch else "finetune"
     source = None if from_scratch else read_pointer(pretrained.path)
-    result = run_finetune(config, join_uri(work_root, run_id, name), source)
-    write_pointer(model.path, result.model_uri, steps=result.steps)
-    model.metadata.update({"uri": result.model_uri, "steps": result.steps})
+    output = join_uri(work_root, run_id, name)
+    model_uri = run_step(
+        "finetune", config, output, lambda: run_finetune(config, output, source), pretrained=source
+    )
+    write_pointer(model.path, model_uri)
+    model.metadata.update({"uri": model_uri})

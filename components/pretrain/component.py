@@ -19,6 +19,7 @@ def pretrain(
     """run_config: the run configuration YAML; epochs/batch_size override its pretrain
     section. Writes to {work_root}/{run_id}/pretrain (checkpoints included)."""
     from simclrv2.pipeline_support.artifact_pointer import write_pointer
+    from simclrv2.pipeline_support.gpu_launch import run_step
     from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.pretrain import pretrain as run_pretrain
     from simclrv2.storage.uri import join_uri
@@ -30,8 +31,7 @@ def pretrain(
         pretrain__optimizer__epochs=epochs,
         pretrain__optimizer__batch_size=batch_size,
     )
-    result = run_pretrain(config, join_uri(work_root, run_id, "pretrain"))
-    write_pointer(model.path, result.model_uri, steps=result.steps)
-    model.metadata.update(
-        {"uri": result.model_uri, "steps": result.steps, "final_loss": result.final_loss}
-    )
+    output = join_uri(work_root, run_id, "pretrain")
+    model_uri = run_step("pretrain", config, output, lambda: run_pretrain(config, output))
+    write_pointer(model.path, model_uri)
+    model.metadata.update({"uri": model_uri})
