@@ -19,9 +19,12 @@ def bf16_enabled(runtime: RuntimeSettings, device: torch.device) -> bool:
         return runtime.bf16
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(
-        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
+    try:  # a private PyTorch check (AVX-512 BF16 / AMX); its absence means "no"
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
