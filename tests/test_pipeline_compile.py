@@ -126,12 +126,12 @@ def test_only_typed_artifacts_travel_between_steps(tmp_path):
 
 
 def test_no_secret_value_lands_in_the_yaml(tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEY000001")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-access-key-id-not-real")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value-do-not-leak")
     for profile in PROFILES:
         _, _, text = _compile(profile, tmp_path)
         assert "very-secret-value-do-not-leak" not in text
-        assert "AKIAEXAMPLEKEY000001" not in text
+        assert "test-access-key-id-not-real" not in text
 
 
 def test_bad_profiles_are_rejected(tmp_path):
