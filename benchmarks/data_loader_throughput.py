@@ -65,6 +65,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script without installing the package
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from simclrv2.data.augmentations import TwoViews, pretrain_transform  # noqa: E402
 from simclrv2.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
 from simclrv2.datasets.label_subset_spec import LabelSubsetSpec  # noqa: E402
@@ -195,17 +196,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"shards, fewer than the {args.num_workers} workers (a worker without a shard idles)"
         )
     return args
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def package_version(name: str) -> str | None:

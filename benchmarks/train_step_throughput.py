@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script without installing the package
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from simclrv2.models.resnet import EncoderConfig  # noqa: E402
 from simclrv2.models.simclr_model import ContrastiveModel, ModelConfig  # noqa: E402
 from simclrv2.objectives.nt_xent import nt_xent_loss  # noqa: E402
@@ -122,17 +123,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
     return args
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_bf16_flags() -> list[str]:

@@ -24,7 +24,7 @@ def shard(
     dataset: Output[Dataset],
 ):
     """labels_per_class > 0 overrides label_fraction; sample_limit 0 means every image."""
-    from simclrv2.pipeline_support.artifact_pointer import write_pointer
+    from simclrv2.pipeline_support.artifact_pointer import dataset_pointer
     from simclrv2.pipeline_support.shard_request import shard_request
     from simclrv2.shards.shard_dataset import shard_dataset
 
@@ -32,9 +32,7 @@ def shard(
         shard_request(source, dataset_uri, label_fraction, labels_per_class, seed,
                       max_samples_per_shard, max_bytes_per_shard, sample_limit)
     )  # fmt: skip
-    counts = {name: split.samples for name, split in manifest.splits.items()}
-    write_pointer(dataset.path, dataset_uri, fingerprint=manifest.fingerprint, samples=counts)
-    dataset.metadata.update({"uri": dataset_uri, "fingerprint": manifest.fingerprint, **counts})
+    dataset.metadata.update(dataset_pointer(dataset.path, dataset_uri, manifest))
 
 
 @dsl.component(base_image=BASE_IMAGE)
@@ -79,7 +77,7 @@ def shard_publish(
     dataset: Output[Dataset],
 ):
     """Merges every part into the manifest (written last); fails if a part is missing."""
-    from simclrv2.pipeline_support.artifact_pointer import write_pointer
+    from simclrv2.pipeline_support.artifact_pointer import dataset_pointer
     from simclrv2.pipeline_support.shard_request import shard_request
     from simclrv2.shards.shard_dataset import make_plan, publish
     from simclrv2.storage.object_store import ObjectStore
@@ -90,6 +88,4 @@ def shard_publish(
         max_bytes_per_shard, sample_limit, num_parts,
     )  # fmt: skip
     manifest = publish(make_plan(request, store), store)
-    counts = {name: split.samples for name, split in manifest.splits.items()}
-    write_pointer(dataset.path, dataset_uri, fingerprint=manifest.fingerprint, samples=counts)
-    dataset.metadata.update({"uri": dataset_uri, "fingerprint": manifest.fingerprint, **counts})
+    dataset.metadata.update(dataset_pointer(dataset.path, dataset_uri, manifest))

@@ -23,3 +23,10 @@ def read_pointer(path: str) -> str:
         return record["uri"]
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"{path} is not an artifact pointer ({{'uri': ...}}): {error}") from error
+
+
+def dataset_pointer(path: str, uri: str, manifest) -> dict:
+    """Write the Dataset artifact of a published dataset; returns its KFP metadata."""
+    counts = {name: split.samples for name, split in manifest.splits.items()}
+    write_pointer(path, uri, fingerprint=manifest.fingerprint, samples=counts)
+    return {"uri": uri, "fingerprint": manifest.fingerprint, **counts}
