@@ -9,7 +9,8 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run test lint format bench compile upload schedule clean
+.PHONY: help install data run test lint format bench compile upload schedule clean \
+	images push wheelhouse constraints base-image lint-images run-docker run-local clean-local
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,9 +34,10 @@ run: install data  ## the main job: the whole pipeline (kfp.local) on 1% of Fash
 test: install data  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, hadolint on the Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint images/Dockerfile
 
 format: install  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -57,6 +59,34 @@ schedule: install  ## nightly retraining of simclrv2-$(PROFILE) (CRON, 6 fields)
 
 bench: install  ## train-step throughput: fp32 vs channels_last + bf16
 	$(BIN)/python benchmarks/train_step_throughput.py $(ARGS)
+
+# --- images (images/README.md) ---------------------------------------------------------
+REGISTRY ?=
+IMAGE ?= $(REGISTRY)simclrv2
+TAG ?= 0.1.0
+IMAGE_TARGETS ?= cpu gpu
+export BASE_IMAGE PIP_OFFLINE PIP_CA_BUNDLE TORCH_CPU_INDEX_URL DOCKER
+
+images:  ## build $(IMAGE):$(TAG)-cpu and -gpu (REGISTRY=host/org/, TAG, BASE_IMAGE)
+	images/build.sh $(IMAGE) $(TAG) $(IMAGE_TARGETS)
+
+push: images  ## push the images to $(REGISTRY)
+	@test -n "$(REGISTRY)" || { echo "make push: set REGISTRY, e.g. REGISTRY=ghcr.io/acme/"; exit 1; }
+	for target in $(IMAGE_TARGETS); do $${DOCKER:-docker} push $(IMAGE):$(TAG)-$$target || exit 1; done
+
+base-image:  ## make a Debian base image from Debian's archive (no registry needed)
+	images/make-debian-base.sh
+
+wheelhouse: install  ## download every wheel the images need into images/wheelhouse
+	$(BIN)/pip download --quiet --no-deps -r images/constraints.txt -d images/wheelhouse
+
+constraints: install  ## re-pin images/constraints.txt from pyproject.toml and the torch pins
+	$(BIN)/python images/pin_constraints.py --torch $(TORCH_VERSION) \
+		--torchvision $(TORCHVISION_VERSION) --output images/constraints.txt
+
+run-docker: install data  ## the tiny pipeline with every step in the cpu image (kfp.local Docker)
+	$(MAKE) images IMAGE_TARGETS=cpu
+	$(BIN)/simclrv2 pipeline run-docker --image $(IMAGE):$(TAG)-cpu $(ARGS)
 
 clean:  ## remove the venv, caches and run outputs (keeps downloaded data)
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -66,6 +66,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script without installing t
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.machine import cpu_model  # noqa: E402
+from pipelines.local_seaweedfs import SeaweedFS, find_weed_binary, start_seaweedfs  # noqa: E402
 from simclrv2.data.augmentations import TwoViews, pretrain_transform  # noqa: E402
 from simclrv2.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
 from simclrv2.datasets.label_subset_spec import LabelSubsetSpec  # noqa: E402
@@ -74,7 +75,6 @@ from simclrv2.shards.manifest import DatasetManifest  # noqa: E402
 from simclrv2.shards.shard_dataset import ShardRequest, shard_dataset  # noqa: E402
 from simclrv2.storage.object_store import ObjectStore  # noqa: E402
 from simclrv2.storage.s3_client import S3Settings  # noqa: E402
-from tests.seaweedfs import SeaweedFS, find_weed_binary, start_seaweedfs  # noqa: E402
 
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "data_loader_throughput.json"
 BUCKET = "bench"

@@ -1,5 +1,6 @@
-"""Run the pipeline on this machine with kfp.local: every component as a subprocess in the
-current environment (no cluster, no images), outputs in a local folder or on S3."""
+"""Run the pipeline on this machine with kfp.local: by default every component as a subprocess
+in the current environment (no cluster, no images); pipelines/docker_run.py passes a
+DockerRunner instead. Outputs go to a local folder or to S3."""
 
 import json
 import logging
@@ -17,17 +18,24 @@ def run_local(
     parameters: dict | None = None,
     config_overrides: list[str] = (),
     print_fn=print,
+    runner=None,
+    image: str | None = None,
+    pipeline_root: str | None = None,
 ) -> dict:
     """Returns the evaluate step's metrics. Datasets, models and the production model go
     under `output` (a folder, or an s3:// prefix with the AWS_* variables set) unless
     `parameters` say otherwise; KFP's own artifacts go under the local folder
-    `<output>/kfp-root` (kfp.local needs a local pipeline root)."""
+    `<output>/kfp-root` (kfp.local needs a local pipeline root) unless `pipeline_root` names
+    another folder. `runner` defaults to a SubprocessRunner; `image` replaces the profile's
+    image (it matters to a DockerRunner only)."""
     from simclrv2.config.loading import apply_overrides, from_dict
     from simclrv2.config.run_config import RunConfig
     from simclrv2.storage.object_store import ObjectStore
     from simclrv2.storage.uri import is_s3_uri, join_uri
 
     profile = load_profile(profile_path)
+    if image:
+        profile["image"] = image
     run_config = apply_overrides(profile["run_config"], list(config_overrides))
     from_dict(RunConfig, run_config)  # reject bad overrides before any work
     values = {
@@ -45,9 +53,14 @@ def run_local(
         return {uri for uri, _ in files if uri.endswith("/evaluate/metrics.json")}
 
     before = evaluations()
-    root = Path("runs/local-kfp-root" if is_s3_uri(output) else output) / "kfp-root"
+    root = Path(pipeline_root or Path("runs/local-kfp-root" if is_s3_uri(output) else output))
+    if not pipeline_root:
+        root = root / "kfp-root"
     logging.getLogger("kfp").setLevel(logging.WARNING)  # keep the steps' own progress readable
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    local.init(
+        runner=runner or local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root.resolve()),
+    )
     build_pipeline(profile)(**values)
 
     (newest,) = evaluations() - before  # this run's folder is named by its job id

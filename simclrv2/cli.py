@@ -464,23 +464,60 @@ def _add_pipeline(subparsers) -> None:
     local_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                               help="override one run-config setting (repeatable)")  # fmt: skip
     local_parser.set_defaults(handler=_run_pipeline_local)
+    docker_parser = commands.add_parser(
+        "run-docker",
+        help="run the whole pipeline with every step in our image (make run-docker)",
+        description="Run every component in the step image with kfp.local's DockerRunner, "
+        "as on a cluster. Data goes to the S3 server named by AWS_ENDPOINT_URL (with "
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), or to a SeaweedFS started on loopback "
+        "for the run when that is unset. Needs a running Docker engine and the image "
+        "(make images IMAGE_TARGETS=cpu).",
+    )
+    docker_parser.add_argument("--image", default="simclrv2:0.1.0-cpu")
+    docker_parser.add_argument("--profile", default="pipelines/profiles/tiny.yaml")
+    docker_parser.add_argument("--output", default="runs/pipeline-docker",
+                               help="folder for KFP artifacts and the SeaweedFS data")  # fmt: skip
+    docker_parser.add_argument("--bucket", default="mlpipeline")
+    docker_parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                               help="a pipeline parameter, e.g. pretrain_epochs=5")  # fmt: skip
+    docker_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                               help="override one run-config setting (repeatable)")  # fmt: skip
+    docker_parser.set_defaults(handler=_run_pipeline_docker)
     from simclrv2.kfp_client import add_pipeline_client_commands
 
     add_pipeline_client_commands(commands)
 
 
-def _run_pipeline_local(args) -> int:
+def _pipeline_parameters(items: list[str]) -> dict:
     import yaml
 
-    from pipelines.local_run import run_local
-
     parameters = {}
-    for item in args.param:
+    for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ValueError(f"--param {item!r} must look like NAME=VALUE")
         parameters[name] = yaml.safe_load(value)
-    run_local(args.profile, args.output, parameters, args.set)
+    return parameters
+
+
+def _run_pipeline_local(args) -> int:
+    from pipelines.local_run import run_local
+
+    run_local(args.profile, args.output, _pipeline_parameters(args.param), args.set)
+    return 0
+
+
+def _run_pipeline_docker(args) -> int:
+    from pipelines.docker_run import run_docker
+
+    run_docker(
+        args.profile,
+        args.output,
+        args.image,
+        _pipeline_parameters(args.param),
+        args.set,
+        bucket=args.bucket,
+    )
     return 0
 
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipelines.local_seaweedfs import SeaweedFS, find_weed_binary, start_seaweedfs
 from tests.pushgateway import (
     INSTALL_HINT,
     Pushgateway,
     find_pushgateway_binary,
     start_pushgateway,
 )
-from tests.seaweedfs import SeaweedFS, find_weed_binary, start_seaweedfs
 
 
 def pytest_configure(config: pytest.Config) -> None:

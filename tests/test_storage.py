@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+from pipelines.local_seaweedfs import SeaweedFS
 from simclrv2.storage.errors import ObjectNotFound, StorageError, explain_client_error
 from simclrv2.storage.multipart_writer import MIN_PART_SIZE, S3MultipartWriter
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.s3_client import S3Settings, make_s3_client
 from simclrv2.storage.uri import basename, is_s3_uri, join_uri, parent_uri, split_s3_uri
-from tests.seaweedfs import SeaweedFS
 
 MiB = 1024 * 1024
 

@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def distill(
     dataset: Input[Dataset],
     teacher: Input[Model],

@@ -6,7 +6,7 @@ from kfp.dsl import Input, Model
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def promote(student: Input[Model], work_root: str, run_id: str, production: str) -> str:
     """Copies the student, its metrics and a pointer to this run to `production`."""
     import json

@@ -11,7 +11,7 @@ from kfp.dsl import Dataset, Output
 from components import BASE_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def shard(
     source: str,
     dataset_uri: str,
@@ -35,7 +35,7 @@ def shard(
     dataset.metadata.update(dataset_pointer(dataset.path, dataset_uri, manifest))
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def shard_part(
     source: str,
     dataset_uri: str,
@@ -63,7 +63,7 @@ def shard_part(
     return sum(len(shards) for shards in written.values())
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def shard_publish(
     source: str,
     dataset_uri: str,

