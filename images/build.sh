@@ -3,9 +3,11 @@
 # tags REPOSITORY:TAG-cpu and REPOSITORY:TAG-gpu. `make images` calls it; see images/README.md.
 # Environment (all optional):
 #   DOCKER               docker client (default: docker, or a client with built-in BuildKit)
-#   BASE_IMAGE           a Debian bookworm image (default debian:bookworm-slim)
+#   BASE_IMAGE           a Debian bookworm image (default debian:bookworm-slim; when that can
+#                        be neither found nor pulled, images/make-debian-base.sh makes one)
 #   TORCH_CPU_INDEX_URL  where the cpu image gets torch (default PyTorch's CPU index)
-#   PIP_OFFLINE=1        install only from images/wheelhouse (`make wheelhouse`)
+#   PIP_OFFLINE          1: install only from images/wheelhouse (`make wheelhouse`); 0: from
+#                        the indexes too; auto (default): 1 when the wheelhouse holds torch
 #   PIP_CA_BUNDLE        a PEM file of extra CA certificates for pip (BuildKit secret)
 set -euo pipefail
 
@@ -15,10 +17,14 @@ fail() { echo "images/build.sh: $*" >&2; exit 1; }
 REPOSITORY="$1"; TAG="$2"; shift 2
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(cpu gpu)
-BASE_IMAGE="${BASE_IMAGE:-debian:bookworm-slim}"
+DEFAULT_BASE_IMAGE=debian:bookworm-slim
+BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}"
 TORCH_CPU_INDEX_URL="${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
-PIP_OFFLINE="${PIP_OFFLINE:-0}"
+PIP_OFFLINE="${PIP_OFFLINE:-auto}"
 cd "$(dirname "$0")/.."
+if [ "$PIP_OFFLINE" = auto ]; then
+    if ls images/wheelhouse/torch-*.whl >/dev/null 2>&1; then PIP_OFFLINE=1; else PIP_OFFLINE=0; fi
+fi
 
 # A client that builds with BuildKit: one with the buildx plugin, else a pre-23 client whose
 # built-in BuildKit is switched on by DOCKER_BUILDKIT=1 (Debian's docker.io 20.10).
@@ -46,8 +52,14 @@ if [ "$PIP_OFFLINE" = 1 ] && ! ls images/wheelhouse/torch-*.whl >/dev/null 2>&1;
 fi
 if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1 \
     && ! "$DOCKER" pull "$BASE_IMAGE" >/dev/null 2>&1; then
-    fail "base image $BASE_IMAGE is not here and cannot be pulled: make one from Debian's
-    archive with images/make-debian-base.sh and pass BASE_IMAGE=simclrv2-base/debian:bookworm."
+    if [ "$BASE_IMAGE" != "$DEFAULT_BASE_IMAGE" ]; then
+        fail "base image $BASE_IMAGE is not here and cannot be pulled: pull or build it first."
+    fi
+    # No registry: the same Debian release, made from Debian's archive.
+    BASE_IMAGE=simclrv2-base/debian:bookworm
+    echo "images/build.sh: $DEFAULT_BASE_IMAGE cannot be pulled; using $BASE_IMAGE from Debian's archive"
+    DOCKER="$DOCKER" images/make-debian-base.sh "$BASE_IMAGE" \
+        || fail "no base image: pass BASE_IMAGE= an image you can pull (Debian bookworm)."
 fi
 
 SECRET=()
@@ -62,6 +74,8 @@ for target in "${TARGETS[@]}"; do
         gpu) index="" ;;
         *) fail "unknown target '$target' (cpu or gpu)" ;;
     esac
+    # Offline, both targets install the same wheels: one shared dependency layer, not two.
+    [ "$PIP_OFFLINE" = 1 ] && index=""
     image="$REPOSITORY:$TAG-$target"
     echo "images/build.sh: building $image from $BASE_IMAGE (offline=$PIP_OFFLINE)"
     "${BUILD[@]}" --file images/Dockerfile --target "$target" --tag "$image" \

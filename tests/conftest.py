@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "pushgateway: runs against a real Prometheus Pushgateway (started by the tests)",
     )
+    config.addinivalue_line(
+        "markers", "docker: builds and runs the step image on a real Docker engine"
+    )
 
 
 @pytest.fixture(scope="session")
