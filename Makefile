@@ -34,10 +34,11 @@ run: install data  ## the main job: the whole pipeline (kfp.local) on 1% of Fash
 test: install data  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install  ## ruff lint and format check, hadolint on the Dockerfile
+lint: install  ## ruff, hadolint (Dockerfile) and shellcheck (scripts)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint images/Dockerfile
+	$(BIN)/shellcheck images/*.sh scripts/*.sh .ci/run
 
 format: install  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -87,6 +88,15 @@ constraints: install  ## re-pin images/constraints.txt from pyproject.toml and t
 run-docker: install data  ## the tiny pipeline with every step in the cpu image (kfp.local Docker)
 	$(MAKE) images IMAGE_TARGETS=cpu
 	$(BIN)/simclrv2 pipeline run-docker --image $(IMAGE):$(TAG)-cpu $(ARGS)
+
+# --- a local Kubernetes cluster (manifests/README.md) --------------------------------------
+CLUSTER ?= simclrv2
+export CLUSTER KIND_CONFIG KFP_PORT
+run-local: install  ## kind cluster + KFP 2.17 + our overlay, then run the tiny profile on it
+	IMAGE=$(IMAGE):$(TAG)-cpu PROFILE=$(PROFILE) VENV=$(VENV) scripts/run-local.sh
+
+clean-local:  ## delete the kind cluster made by run-local
+	scripts/clean-local.sh
 
 clean:  ## remove the venv, caches and run outputs (keeps downloaded data)
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -91,4 +91,6 @@ if ! mv -T "$TMP/root" "$DEST" 2>/dev/null; then
     has_files "$DEST/$SUBDIR" || fail "could not move the extracted files into $DEST"
 fi
 log "Fashion-MNIST ready in $DEST/$SUBDIR:"
-ls -l "$DEST/$SUBDIR" | sed 's/^/[data]   /'
+for file in "$DEST/$SUBDIR"/*; do
+    log "  $(basename "$file") ($(wc -c <"$file") bytes)"
+done
