@@ -368,12 +368,14 @@ def run(
     timeout_s: float = 24 * 3600,
     namespace: str | None = None,
     poll_interval_s: float = 10.0,
+    service_account: str | None = None,
 ) -> dict:
     """Start a run of `pipeline` (an uploaded pipeline's name, or a compiled package file) in
     `experiment` (created when missing) with these pipeline parameters.
 
     With `wait`, poll the run every `poll_interval_s` until it ends and raise RunFailedError
-    when it ends FAILED or CANCELED, PipelineClientError after `timeout_s`. Returns run_id,
+    when it ends FAILED or CANCELED, PipelineClientError after `timeout_s`. `service_account`:
+    the Kubernetes service account the run's pods use (default: the server's). Returns run_id,
     run_name, experiment_id, experiment, state, and what was run (pipeline/version or package).
     """
     namespace = _namespace(client, namespace)
@@ -386,12 +388,14 @@ def run(
                 arguments=parameters,
                 run_name=run_name,
                 experiment_id=found.experiment_id,
+                service_account=service_account,
             ).run_info
         else:
             started = client.run_pipeline(
                 experiment_id=found.experiment_id,
                 job_name=run_name,
                 params=parameters,
+                service_account=service_account,
                 **target,
             )
     result = {
@@ -471,6 +475,7 @@ def schedule(
     replace: bool = False,
     version_name: str | None = None,
     namespace: str | None = None,
+    service_account: str | None = None,
 ) -> dict:
     """Create the recurring run `job_name` of an uploaded pipeline's version `version_name`
     (default: the newest; a package file path works too) on a 6-field cron schedule.
@@ -503,6 +508,7 @@ def schedule(
             no_catchup=no_catchup,
             params=parameters,
             enabled=enabled,
+            service_account=service_account,
             **target,
         )
     return {
@@ -634,6 +640,7 @@ def add_pipeline_client_commands(pipeline_subparsers) -> None:
     _add_parameter_flags(run_parser)
     run_parser.add_argument("--run-name", help="default: <pipeline name> <date time>")
     run_parser.add_argument("--wait", action="store_true", help="wait until the run ends")
+    _add_service_account_flag(run_parser)
     run_parser.add_argument(
         "--timeout", type=float, default=24 * 3600, help="seconds to --wait (default 1 day)"
     )
@@ -663,11 +670,20 @@ def add_pipeline_client_commands(pipeline_subparsers) -> None:
         "--catchup", action="store_true", help="backfill missed runs (default: no catch-up)"
     )
     schedule_parser.add_argument("--replace", action="store_true")
+    _add_service_account_flag(schedule_parser)
     switch = schedule_parser.add_mutually_exclusive_group()
     switch.add_argument("--enable", dest="enabled", action="store_const", const=True)
     switch.add_argument("--disable", dest="enabled", action="store_const", const=False)
     _add_connection_flags(schedule_parser)
     schedule_parser.set_defaults(handler=_run_schedule)
+
+
+def _add_service_account_flag(parser) -> None:
+    parser.add_argument(
+        "--service-account",
+        help="Kubernetes service account of the run's pods (manifests/: "
+        "simclrv2-pipeline-runner; default: the server's pipeline-runner)",
+    )
 
 
 def _client_from_args(args) -> kfp.Client:
@@ -716,7 +732,7 @@ def _run_run(args) -> int:
     result = run(
         client, pipeline, args.experiment, run_name, dict(args.param),
         version_name=args.version_name, wait=args.wait, timeout_s=args.timeout,
-        namespace=args.namespace,
+        namespace=args.namespace, service_account=args.service_account,
     )  # fmt: skip
     what = result.get("package") or f"{result['pipeline_name']} {result['version_name']}"
     print(
@@ -743,7 +759,7 @@ def _run_schedule(args) -> int:
         client, args.package or args.pipeline_name, args.experiment, args.job_name, args.cron,
         dict(args.param), max_concurrency=args.max_concurrency, no_catchup=not args.catchup,
         enabled=args.enabled is not False, replace=args.replace, version_name=args.version_name,
-        namespace=args.namespace,
+        namespace=args.namespace, service_account=args.service_account,
     )  # fmt: skip
     replaced = f", replaced {', '.join(result['replaced'])}" if result["replaced"] else ""
     catchup = "no catch-up" if result["no_catchup"] else "catch-up"

@@ -223,10 +223,18 @@ def test_run_sends_version_reference_parameters_experiment_and_waits(fake, packa
     assert len(fake.requests_to("GET", f"/runs/{result['run_id']}")) == 3
 
     # The experiment is found, not created again; a named version is run when asked for.
-    again = run(client, "simclrv2", "simclrv2-tests", "tiny run 2", {}, version_name="simclrv2")
+    assert "service_account" not in request.json or not request.json["service_account"]
+    again = run(
+        client, "simclrv2", "simclrv2-tests", "tiny run 2", {}, version_name="simclrv2",
+        service_account="simclrv2-pipeline-runner",
+    )  # fmt: skip
     assert len(fake.requests_to("POST", "/experiments")) == 1
     assert again["version_id"] == uploaded["version_id"]
     assert again["state"] == "PENDING"  # not waited for
+    # The overlay's least-privilege account (manifests/) for the run's pods.
+    assert fake.requests_to("POST", "/runs")[-1].json["service_account"] == (
+        "simclrv2-pipeline-runner"
+    )
 
 
 def test_run_from_a_package_file_sends_the_pipeline_spec(fake, package):
@@ -306,8 +314,13 @@ def test_schedule_sends_cron_concurrency_catchup_and_mode(fake, package):
     assert result["mode"] == "ENABLE"
     assert result["replaced"] == []
 
-    schedule(client, "simclrv2", "nightly-runs", "paused", "0 0 3 * * 1", {}, enabled=False)
-    assert fake.requests_to("POST", "/recurringruns")[-1].json["mode"] == "DISABLE"
+    schedule(
+        client, "simclrv2", "nightly-runs", "paused", "0 0 3 * * 1", {}, enabled=False,
+        service_account="simclrv2-pipeline-runner",
+    )  # fmt: skip
+    paused = fake.requests_to("POST", "/recurringruns")[-1].json
+    assert paused["mode"] == "DISABLE"
+    assert paused["service_account"] == "simclrv2-pipeline-runner"
 
 
 @pytest.mark.parametrize("cron", ["0 2 * * *", "  30 4 * * 1-5 "])
