@@ -50,8 +50,12 @@ def check_docker(image: str):
 
 
 @contextlib.contextmanager
-def s3_for_run(work_dir: Path, bucket: str, print_fn=print) -> Iterator[dict[str, str]]:
-    """The AWS_* variables of the S3 server the run uses, with `bucket` present."""
+def s3_for_run(
+    work_dir: Path, data_dir: Path, bucket: str, print_fn=print
+) -> Iterator[dict[str, str]]:
+    """The AWS_* variables of the S3 server the run uses, with `bucket` present. A SeaweedFS
+    started here keeps its objects in `data_dir`, so the next run finds the production model
+    of this one (and promotes only a better student)."""
     from simclrv2.storage.s3_client import make_s3_client
 
     if os.environ.get("AWS_ENDPOINT_URL"):
@@ -67,7 +71,7 @@ def s3_for_run(work_dir: Path, bucket: str, print_fn=print) -> Iterator[dict[str
     else:
         from pipelines.local_seaweedfs import start_seaweedfs
 
-        server = start_seaweedfs(work_dir)
+        server = start_seaweedfs(work_dir, data_dir=data_dir)
         variables = {
             "AWS_ENDPOINT_URL": server.endpoint_url,
             "AWS_ACCESS_KEY_ID": server.access_key_id,
@@ -75,11 +79,13 @@ def s3_for_run(work_dir: Path, bucket: str, print_fn=print) -> Iterator[dict[str
         }
         print_fn(
             f"[run-docker] S3: SeaweedFS at {server.endpoint_url} for this run "
-            f"(data in {work_dir}; started in {server.started_in_s:.1f} s)"
+            f"(data in {data_dir}; started in {server.started_in_s:.1f} s)"
         )
     try:
         if server is not None:
-            make_s3_client(server.settings).create_bucket(Bucket=bucket)
+            client = make_s3_client(server.settings)
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=bucket)
         yield variables
     finally:
         if server is not None:
@@ -111,8 +117,8 @@ def run_docker(
     bucket: str = DEFAULT_BUCKET,
 ) -> dict:
     """Runs the pipeline with every step in `image`; returns the evaluate step's metrics.
-    KFP's local artifacts and the SeaweedFS data go under the folder `output`; datasets,
-    models and the production model under s3://<bucket>/simclrv2-docker/."""
+    KFP's local artifacts and the SeaweedFS data (kept between runs) go under the folder
+    `output`; datasets, models and the production model under s3://<bucket>/simclrv2-docker/."""
     check_docker(image)
     output_dir = Path(output).resolve()
     pipeline_root = output_dir / "kfp-root"
@@ -120,8 +126,11 @@ def run_docker(
     # The steps run as the image's non-root user and write their outputs into this folder,
     # which kfp.local mounts at the same path (sticky, like /tmp: nobody removes others' files).
     pipeline_root.chmod(0o1777)
-    s3_dir = output_dir / f"seaweedfs-{time.strftime('%Y%m%d-%H%M%S')}"
-    with s3_for_run(s3_dir, bucket, print_fn) as variables, _environment(variables):
+    server_dir = output_dir / "seaweedfs" / time.strftime("%Y%m%d-%H%M%S")  # logs, config
+    with (
+        s3_for_run(server_dir, output_dir / "s3-data", bucket, print_fn) as variables,
+        _environment(variables),
+    ):
         runner = local.DockerRunner(
             network_mode="host",
             # The profile's Pushgateway is a cluster address; locally metrics are not pushed.

@@ -164,8 +164,9 @@ def _wait_until_ready(server: SeaweedFS, timeout_s: float) -> None:
     )
 
 
-def _launch(weed: str, work_dir: Path, access_key_id: str, secret_access_key: str) -> SeaweedFS:
-    data_dir = work_dir / "data"
+def _launch(
+    weed: str, work_dir: Path, data_dir: Path, access_key_id: str, secret_access_key: str
+) -> SeaweedFS:
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = work_dir / "identities.json"
     identity = {
@@ -218,8 +219,12 @@ def _launch(weed: str, work_dir: Path, access_key_id: str, secret_access_key: st
     )
 
 
-def start_seaweedfs(work_dir: Path, timeout_s: float = 60.0, attempts: int = 3) -> SeaweedFS:
+def start_seaweedfs(
+    work_dir: Path, timeout_s: float = 60.0, attempts: int = 3, data_dir: Path | None = None
+) -> SeaweedFS:
     """Start ``weed server`` with data in ``work_dir`` and random keys; wait until it serves.
+    ``data_dir`` (default: inside ``work_dir``) keeps the buckets: a later server started on
+    the same ``data_dir`` serves what an earlier one stored.
 
     A port taken between the check and the start makes weed exit; that is retried with new
     ports up to ``attempts`` times. Raises RuntimeError (with the server log) if it never
@@ -234,7 +239,9 @@ def start_seaweedfs(work_dir: Path, timeout_s: float = 60.0, attempts: int = 3) 
         attempt_dir = work_dir / f"attempt-{attempt}"
         attempt_dir.mkdir(parents=True)
         started = time.monotonic()
-        server = _launch(weed, attempt_dir, access_key_id, secret_access_key)
+        server = _launch(
+            weed, attempt_dir, data_dir or attempt_dir / "data", access_key_id, secret_access_key
+        )
         try:
             _wait_until_ready(server, timeout_s)
         except RuntimeError:
