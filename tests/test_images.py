@@ -16,12 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipelines.compiler import load_profile
 from tests.docker_engine import DockerEngine, find_or_start_docker_engine
-from tests.test_pipeline_local import CONFIG, PARAMS
+from tests.test_pipeline_local import tiny_pipeline_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -138,17 +136,11 @@ def test_make_run_docker_runs_every_step_in_the_image(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
     monkeypatch.setenv("PUSHGATEWAY_URL", pushgateway.url)
     s3_server.client().create_bucket(Bucket="docker-run")
-    profile = load_profile("pipelines/profiles/tiny.yaml")
-    profile["steps"]["default"]["retries"] = 0
-    profile_path = tmp_path / "profile.yaml"
-    profile_path.write_text(yaml.safe_dump(profile))
     out = tmp_path / "out"
-    command = ["pipeline", "run-docker", "--image", step_image, "--profile", str(profile_path),
-               "--output", str(out), "--bucket", "docker-run"]  # fmt: skip
-    for param in PARAMS:
-        command += ["--param", param]
-    for setting in CONFIG:
-        command += ["--set", setting]
+    command = tiny_pipeline_command(
+        tmp_path, "run-docker", "--image", step_image, "--output", str(out), "--bucket",
+        "docker-run",
+    )  # fmt: skip
 
     assert main(command) == 0
     printed = capsys.readouterr().out

@@ -20,21 +20,29 @@ CONFIG = [
 ]  # fmt: skip
 
 
-@pytest.mark.slow
-def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path, capsys):
-    from simclrv2.cli import main
-
+def tiny_pipeline_command(tmp_path, runner: str, *options: str, shard_parts: int = 1) -> list:
+    """`simclrv2 pipeline <runner>` arguments for the tiny profile shrunk to seconds."""
     profile = load_profile("pipelines/profiles/tiny.yaml")
     profile["steps"]["default"]["retries"] = 0  # fail fast in a test
-    profile["shard_parts"] = 2  # the ParallelFor fan-out, then the publish
+    if shard_parts > 1:
+        profile["shard_parts"] = shard_parts
     profile_path = tmp_path / "profile.yaml"
     profile_path.write_text(yaml.safe_dump(profile))
-    out = tmp_path / "out"
-    command = ["pipeline", "run-local", "--profile", str(profile_path), "--output", str(out)]
+    command = ["pipeline", runner, "--profile", str(profile_path), *options]
     for param in PARAMS:
         command += ["--param", param]
     for setting in CONFIG:
         command += ["--set", setting]
+    return command
+
+
+@pytest.mark.slow
+def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path, capsys):
+    from simclrv2.cli import main
+
+    out = tmp_path / "out"
+    # shard_parts 2: the ParallelFor fan-out, then the publish.
+    command = tiny_pipeline_command(tmp_path, "run-local", "--output", str(out), shard_parts=2)
 
     assert main(command) == 0
     printed = capsys.readouterr().out
