@@ -4,6 +4,7 @@ DockerRunner instead. Outputs go to a local folder or to S3."""
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 from kfp import local
@@ -61,7 +62,16 @@ def run_local(
         runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root.resolve()),
     )
-    build_pipeline(profile)(**values)
+    print_fn(
+        "[pipeline] kfp.local ignores the profile's Kubernetes settings (resources, GPUs, node "
+        "selectors, retries); they apply on a cluster"
+    )
+    with warnings.catch_warnings():
+        # Said once above instead of once per task; and the image is the profile's, which
+        # SubprocessRunner replaces with this environment on purpose.
+        warnings.filterwarnings("ignore", message=r"Task '.*': settings \[")
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task")
+        build_pipeline(profile)(**values)
 
     (newest,) = evaluations() - before  # this run's folder is named by its job id
     metrics = json.loads(store.read_bytes(newest))
