@@ -1,7 +1,12 @@
 """Per-step placement from a profile: resources, GPUs, node pools, /dev/shm, S3 secret,
-retries, timeout, caching. Everything here lands in the compiled YAML."""
+retries, timeout, caching, the non-root security context and image pulling. Everything here
+lands in the compiled YAML."""
 
 from kfp import kubernetes
+
+#: The image's non-root user and group (images/Dockerfile: USER 10001, group 0).
+IMAGE_UID = 10001
+IMAGE_GID = 0
 
 STEP_KEYS = {
     "cpu_request", "cpu_limit", "memory_request", "memory_limit", "gpus", "accelerator",
@@ -28,6 +33,17 @@ def place(task, step: str, profile: dict, display_name: str | None = None):
     settings = step_settings(profile, step)
     task.set_display_name(display_name or step)
     task.set_container_image(profile["image"])
+    # The kubelet refuses to start the step as root, whatever the image says.
+    kubernetes.set_security_context(
+        task,
+        run_as_user=int(profile.get("run_as_user", IMAGE_UID)),
+        run_as_group=int(profile.get("run_as_group", IMAGE_GID)),
+        run_as_non_root=True,
+    )
+    if profile.get("image_pull_policy"):
+        kubernetes.set_image_pull_policy(task, profile["image_pull_policy"])
+    if profile.get("image_pull_secrets"):
+        kubernetes.set_image_pull_secrets(task, list(profile["image_pull_secrets"]))
     for key, setter in (
         ("cpu_request", task.set_cpu_request),
         ("cpu_limit", task.set_cpu_limit),

@@ -85,6 +85,13 @@ def test_every_step_is_placed_as_its_profile_says(profile, tmp_path):
         if step.get("retries"):
             assert task["retryPolicy"]["maxRetryCount"] == step["retries"]
         assert platform["activeDeadlineSeconds"] == str(step["timeout_seconds"])
+        # The image's non-root user, enforced by the kubelet.
+        assert platform["securityContext"] == {
+            "runAsUser": "10001", "runAsGroup": "0", "runAsNonRoot": True
+        }  # fmt: skip
+        pull_secrets = [s["secretName"] for s in platform.get("imagePullSecret", [])]
+        assert pull_secrets == settings.get("image_pull_secrets", [])
+        assert platform.get("imagePullPolicy") == settings.get("image_pull_policy")
 
 
 def test_gpu_profiles_put_training_on_gpu_nodes(tmp_path):
