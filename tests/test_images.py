@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "simclrv2-test:ci-cpu"
+GPU_IMAGE = "simclrv2-test:ci-gpu"
 NON_ROOT_UID = 10001
 
 
@@ -39,20 +40,31 @@ def docker_engine(tmp_path_factory) -> Iterator[DockerEngine]:
         engine.stop()
 
 
-@pytest.fixture(scope="session")
-def step_image(docker_engine) -> str:
-    """The cpu image of the current tree (images/build.sh; offline: wheelhouse + Debian base)."""
+def _build(target: str) -> None:
+    """images/build.sh for one target of the current tree; offline: the wheelhouse (filled
+    here) and, with no registry, the Debian base made from Debian's archive."""
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-r",
          "images/constraints.txt", "-d", "images/wheelhouse"],
         cwd=REPO, check=True,
     )  # fmt: skip
     build = subprocess.run(
-        ["images/build.sh", "simclrv2-test", "ci", "cpu"],
+        ["images/build.sh", "simclrv2-test", "ci", target],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def step_image(docker_engine) -> str:
+    _build("cpu")
     return IMAGE
+
+
+@pytest.fixture(scope="session")
+def gpu_image(docker_engine) -> str:
+    _build("gpu")
+    return GPU_IMAGE
 
 
 def _run(image: str, *command: str, **options) -> subprocess.CompletedProcess[str]:
@@ -86,8 +98,29 @@ def test_image_runs_simclrv2_help_by_default_as_non_root(docker_engine, step_ima
     assert kfp_version == pinned["kfp"]
     # Nothing secret in the image's configuration (the CA bundle is a build secret, keys are
     # given to the container at run time).
-    assert not [v for v in image.attrs["Config"]["Env"] if v.startswith("AWS_")]
+    environment = {v.split("=", 1)[0] for v in image.attrs["Config"]["Env"]}
+    assert not {name for name in environment if name.startswith("AWS_")}
+    assert "DEBIAN_FRONTEND" not in environment  # a build setting, not the image's
     assert _run(step_image, "ls", "/tmp/pip-ca.pem").returncode != 0
+
+
+def test_gpu_image_is_a_cuda_build_with_nccl_for_the_nvidia_runtime(docker_engine, gpu_image):
+    """No GPU here: what can be checked is the build (CUDA, cuDNN, NCCL load) and the settings
+    the NVIDIA container runtime reads."""
+    image = docker_engine.client.images.get(gpu_image)
+    assert image.attrs["Config"]["User"] == str(NON_ROOT_UID)
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in image.attrs["Config"]["Env"]
+    probe = _run(
+        gpu_image,
+        "python", "-c", "import torch, torch.distributed as d; print(torch.version.cuda, "
+        "torch.backends.cudnn.version(), '.'.join(map(str, torch.cuda.nccl.version())), "
+        "d.is_nccl_available())",
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    cuda, cudnn, nccl, nccl_backend = probe.stdout.split()
+    assert cuda.startswith("13.") and int(cudnn) >= 90000 and nccl.startswith("2.")
+    assert nccl_backend == "True"
+    assert _run(gpu_image, "test", "-e", "/usr/share/datasets/fashion-mnist").returncode == 1
 
 
 @pytest.mark.s3
