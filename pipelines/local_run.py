@@ -4,6 +4,7 @@ DockerRunner instead. Outputs go to a local folder or to S3."""
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def run_local(
     profile = load_profile(profile_path)
     if image:
         profile["image"] = image
+    # The profile's S3 endpoint and Pushgateway are cluster addresses; on this machine the
+    # steps use the ones this environment names (a task's own env would win over it).
+    profile["s3"]["endpoint_url"] = os.environ.get("AWS_ENDPOINT_URL", "")
+    profile["pushgateway_url"] = os.environ.get("PUSHGATEWAY_URL", "")
     run_config = apply_overrides(profile["run_config"], list(config_overrides))
     from_dict(RunConfig, run_config)  # reject bad overrides before any work
     values = {

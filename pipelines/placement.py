@@ -92,6 +92,7 @@ def _connect_services(task, profile: dict) -> None:
             s3["secret_key_field"]: "AWS_SECRET_ACCESS_KEY",
         },
     )
-    task.set_env_variable("AWS_ENDPOINT_URL", s3["endpoint_url"])
+    if s3.get("endpoint_url"):  # unset: AWS S3 itself
+        task.set_env_variable("AWS_ENDPOINT_URL", s3["endpoint_url"])
     if profile.get("pushgateway_url"):
         task.set_env_variable("PUSHGATEWAY_URL", profile["pushgateway_url"])
