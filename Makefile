@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install data run test lint format bench compile upload schedule clean \
-	images push wheelhouse constraints base-image lint-images run-docker run-local clean-local
+	images push wheelhouse constraints base-image run-docker run-local clean-local
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'

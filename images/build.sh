@@ -22,8 +22,9 @@ BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}"
 TORCH_CPU_INDEX_URL="${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 PIP_OFFLINE="${PIP_OFFLINE:-auto}"
 cd "$(dirname "$0")/.."
+wheelhouse_has_torch() { compgen -G "images/wheelhouse/torch-*.whl" >/dev/null; }
 if [ "$PIP_OFFLINE" = auto ]; then
-    if ls images/wheelhouse/torch-*.whl >/dev/null 2>&1; then PIP_OFFLINE=1; else PIP_OFFLINE=0; fi
+    if wheelhouse_has_torch; then PIP_OFFLINE=1; else PIP_OFFLINE=0; fi
 fi
 
 # A client that builds with BuildKit: one with the buildx plugin, else a pre-23 client whose
@@ -47,7 +48,7 @@ pick_builder() {
 pick_builder
 "$DOCKER" info >/dev/null 2>&1 || fail "no Docker engine answers ('$DOCKER info' failed): start dockerd."
 
-if [ "$PIP_OFFLINE" = 1 ] && ! ls images/wheelhouse/torch-*.whl >/dev/null 2>&1; then
+if [ "$PIP_OFFLINE" = 1 ] && ! wheelhouse_has_torch; then
     fail "PIP_OFFLINE=1 but images/wheelhouse has no torch wheel: run 'make wheelhouse' first."
 fi
 if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1 \
