@@ -11,7 +11,9 @@ from pathlib import Path
 from kfp import local
 
 from pipelines.compiler import load_profile
+from pipelines.local_retry_index import argo_retry_index
 from pipelines.simclrv2_pipeline import build_pipeline
+from simclrv2.pipeline_support.retrain_decision import GATE_FOLDER, IDENTITY_NAME
 
 
 def run_local(
@@ -24,7 +26,8 @@ def run_local(
     image: str | None = None,
     pipeline_root: str | None = None,
 ) -> dict:
-    """Returns the evaluate step's metrics. Datasets, models and the production model go
+    """Returns the evaluate step's metrics, or None when the retrain gate decided not to
+    train. Datasets, models and the production model go
     under `output` (a folder, or an s3:// prefix with the AWS_* variables set) unless
     `parameters` say otherwise; KFP's own artifacts go under the local folder
     `<output>/kfp-root` (kfp.local needs a local pipeline root) unless `pipeline_root` names
@@ -54,11 +57,11 @@ def run_local(
     }
     store = ObjectStore()
 
-    def evaluations() -> set[str]:
+    def runs() -> set[str]:  # one gate record per run, in a folder named by its job id
         files = store.list_files(values["work_root"])
-        return {uri for uri, _ in files if uri.endswith("/evaluate/metrics.json")}
+        return {uri for uri, _ in files if uri.endswith(f"/{GATE_FOLDER}/{IDENTITY_NAME}")}
 
-    before = evaluations()
+    before = runs()
     root = Path(pipeline_root or Path("runs/local-kfp-root" if is_s3_uri(output) else output))
     if not pipeline_root:
         root = root / "kfp-root"
@@ -69,21 +72,35 @@ def run_local(
     )
     print_fn(
         "[pipeline] kfp.local ignores the profile's Kubernetes settings (resources, GPUs, node "
-        "selectors, retries); they apply on a cluster"
+        "selectors, timeouts); they apply on a cluster. Retries run as on a cluster."
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), argo_retry_index():
         # Said once above instead of once per task; and the image is the profile's, which
         # SubprocessRunner replaces with this environment on purpose.
         warnings.filterwarnings("ignore", message=r"Task '.*': settings \[")
         warnings.filterwarnings("ignore", message="You may be attemping to run a task")
         build_pipeline(profile)(**values)
 
-    (newest,) = evaluations() - before  # this run's folder is named by its job id
-    metrics = json.loads(store.read_bytes(newest))
+    (gate,) = runs() - before
+    decision = json.loads(store.read_bytes(gate))
+    run_folder = gate.rsplit("/", 2)[0]
     print_fn(f"\n[pipeline] kfp.local run finished; outputs under {output}/")
+    print_fn(f"  dataset version: {decision['dataset_uri']}")
+    if not decision["train"]:
+        print_fn(f"  no training: {decision['reason']}")
+        return None
+    metrics = json.loads(store.read_bytes(join_uri(run_folder, "evaluate", "metrics.json")))
     print_fn(f"  {'model':<12} {'top-1':>7} {'top-5':>7}")
     for name, result in metrics["models"].items():
         print_fn(f"  {name:<12} {result['top1']:>7.2%} {result['top5']:>7.2%}")
-    print_fn(f"  evaluation report: {newest.rsplit('/', 1)[0]}/report.html")
-    print_fn(f"  production model:  {values['production']}/model.pt (promoted when better)")
+    print_fn(f"  evaluation report: {run_folder}/evaluate/report.html")
+    pointer = join_uri(values["production"], "promoted.json")
+    promoted = json.loads(store.read_bytes(pointer)) if values["production"] else {}
+    if promoted.get("run_id") == run_folder.rsplit("/", 1)[-1]:
+        print_fn(f"  promoted: {values['production']}/model.pt (the student beat production)")
+    else:
+        print_fn(
+            f"  not promoted: production stays the model of run {promoted.get('run_id')} "
+            f"(top-1 {promoted['top1']:.2%})"
+        )
     return metrics

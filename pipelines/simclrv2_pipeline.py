@@ -1,6 +1,7 @@
 """The DAG: shard (fanned out with ParallelFor when the profile sets shard_parts) ->
-pretrain -> finetune (teacher) + supervised baseline -> pseudolabel -> distill -> evaluate ->
-promote (only when the student beats production).
+retrain-gate -> [pretrain -> finetune (teacher) + supervised baseline -> pseudolabel ->
+distill -> evaluate -> promote (only when the student beats production)], the bracket only
+when the gate says so (`retrain`: always, or on-new-data for scheduled runs).
 
 `build_pipeline(profile)` returns the pipeline function with the profile's defaults for the
 parameters users change per run and the profile's placement for every step.
@@ -16,6 +17,7 @@ from components.finetune.component import finetune
 from components.pretrain.component import pretrain
 from components.promote.component import promote
 from components.pseudolabel.component import pseudolabel
+from components.retrain_gate.component import retrain_gate
 from components.shard.component import shard, shard_part, shard_publish
 from pipelines.placement import place
 
@@ -42,6 +44,7 @@ def build_pipeline(profile: dict):
         finetune_epochs: int = p["finetune_epochs"],
         distill_epochs: int = p["distill_epochs"],
         distill_temperature: float = p["distill_temperature"],
+        retrain: str = p.get("retrain", "always"),
         run_config: str = config_text,
         work_root: str = profile["work_root"],
         production: str = profile["production"],
@@ -63,42 +66,62 @@ def build_pipeline(profile: dict):
             data = place(shard_publish(num_parts=parts, **shard_args), "shard", profile,
                          "shard-publish").after(written)  # fmt: skip
         dataset = data.outputs["dataset"]
-        pretrained = place(
-            pretrain(dataset=dataset, epochs=pretrain_epochs, batch_size=pretrain_batch_size,
-                     **common),
-            "pretrain", profile,
+        gate = place(
+            retrain_gate(dataset=dataset, retrain=retrain, run_config=run_config,
+                         pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
+                         finetune_epochs=finetune_epochs, distill_epochs=distill_epochs,
+                         distill_temperature=distill_temperature, work_root=work_root,
+                         run_id=run_id, production=production),
+            "retrain_gate", profile, "retrain-gate",
         )  # fmt: skip
-        teacher = place(
-            finetune(dataset=dataset, pretrained=pretrained.outputs["model"],
-                     epochs=finetune_epochs, from_scratch=False, **common),
-            "finetune", profile,
-        )  # fmt: skip
-        baseline = place(
-            finetune(dataset=dataset, pretrained=pretrained.outputs["model"],
-                     epochs=finetune_epochs, from_scratch=True, **common),
-            "supervised", profile,
-        )  # fmt: skip
-        labels = place(
-            pseudolabel(dataset=dataset, teacher=teacher.outputs["model"], **common),
-            "pseudolabel", profile,
-        )  # fmt: skip
-        student = place(
-            distill(dataset=dataset, teacher=teacher.outputs["model"],
-                    pseudo_labels=labels.outputs["pseudo_labels"], epochs=distill_epochs,
-                    temperature=distill_temperature, **common),
-            "distill", profile,
-        )  # fmt: skip
-        scores = place(
-            evaluate(dataset=dataset, teacher=teacher.outputs["model"],
-                     student=student.outputs["model"], baseline=baseline.outputs["model"],
-                     production=production, **common),
-            "evaluate", profile,
-        )  # fmt: skip
-        with dsl.If(scores.outputs["Output"] == True, name="student-is-better"):  # noqa: E712
-            place(
-                promote(student=student.outputs["model"], work_root=work_root, run_id=run_id,
-                        production=production),
-                "promote", profile,
-            )  # fmt: skip
+        with dsl.If(gate.outputs["Output"] == True, name="train"):  # noqa: E712
+            _train_evaluate_promote(profile, dataset, common, production, pretrain_epochs,
+                                    pretrain_batch_size, finetune_epochs, distill_epochs,
+                                    distill_temperature)  # fmt: skip
 
     return simclrv2_pipeline
+
+
+def _train_evaluate_promote(
+    profile, dataset, common, production, pretrain_epochs, pretrain_batch_size,
+    finetune_epochs, distill_epochs, distill_temperature,
+):  # fmt: skip
+    """pretrain -> finetune + supervised -> pseudolabel -> distill -> evaluate -> promote."""
+    work_root, run_id = common["work_root"], common["run_id"]
+    pretrained = place(
+        pretrain(dataset=dataset, epochs=pretrain_epochs, batch_size=pretrain_batch_size,
+                 **common),
+        "pretrain", profile,
+    )  # fmt: skip
+    teacher = place(
+        finetune(dataset=dataset, pretrained=pretrained.outputs["model"],
+                 epochs=finetune_epochs, from_scratch=False, **common),
+        "finetune", profile,
+    )  # fmt: skip
+    baseline = place(
+        finetune(dataset=dataset, pretrained=pretrained.outputs["model"],
+                 epochs=finetune_epochs, from_scratch=True, **common),
+        "supervised", profile,
+    )  # fmt: skip
+    labels = place(
+        pseudolabel(dataset=dataset, teacher=teacher.outputs["model"], **common),
+        "pseudolabel", profile,
+    )  # fmt: skip
+    student = place(
+        distill(dataset=dataset, teacher=teacher.outputs["model"],
+                pseudo_labels=labels.outputs["pseudo_labels"], epochs=distill_epochs,
+                temperature=distill_temperature, **common),
+        "distill", profile,
+    )  # fmt: skip
+    scores = place(
+        evaluate(dataset=dataset, teacher=teacher.outputs["model"],
+                 student=student.outputs["model"], baseline=baseline.outputs["model"],
+                 production=production, **common),
+        "evaluate", profile,
+    )  # fmt: skip
+    with dsl.If(scores.outputs["Output"] == True, name="student-is-better"):  # noqa: E712
+        place(
+            promote(student=student.outputs["model"], work_root=work_root, run_id=run_id,
+                    production=production),
+            "promote", profile,
+        )  # fmt: skip

@@ -754,10 +754,13 @@ def _run_schedule(args) -> int:
         print(f"[pipeline schedule] {result['job_name']} ({result['recurring_run_id']}): {state}")
         return 0
     validate_cron(args.cron)  # before connecting: a bad schedule needs no server to be refused
+    # Recurring retraining trains only on a new dataset version or a changed configuration,
+    # unless the user says otherwise (--param retrain=always).
+    parameters = {"retrain": "on-new-data", **dict(args.param)}
     client = _client_from_args(args)
     result = schedule(
         client, args.package or args.pipeline_name, args.experiment, args.job_name, args.cron,
-        dict(args.param), max_concurrency=args.max_concurrency, no_catchup=not args.catchup,
+        parameters, max_concurrency=args.max_concurrency, no_catchup=not args.catchup,
         enabled=args.enabled is not False, replace=args.replace, version_name=args.version_name,
         namespace=args.namespace, service_account=args.service_account,
     )  # fmt: skip
@@ -766,6 +769,7 @@ def _run_schedule(args) -> int:
     print(
         f"[pipeline schedule] {result['job_name']} ({result['recurring_run_id']}) "
         f"cron '{result['cron']}', max concurrency {result['max_concurrency']}, {catchup}, "
-        f"{result['mode']} in experiment {result['experiment']}{replaced}"
+        f"{result['mode']} in experiment {result['experiment']}{replaced}, "
+        f"retrain={parameters['retrain']}"
     )
     return 0

@@ -512,11 +512,15 @@ def test_cli_upload_run_schedule_disable(fake, package, capsys, tmp_path):
     (job,) = fake.recurring_runs.values()
     assert code == 0 and job["recurring_run_id"] in out and "ENABLE" in out
     assert job["no_catchup"] is True and job["max_concurrency"] == "1"
+    # Recurring runs retrain only on new data unless told otherwise.
+    assert job["runtime_config"]["parameters"] == {"retrain": "on-new-data"}
+    assert out.rstrip().endswith("retrain=on-new-data")
 
-    code, out, _ = _call([*argv, "--replace", "--param", "a=9"], capsys)
+    replace = ["--replace", "--param", "a=9", "--param", "retrain=always"]
+    code, out, _ = _call([*argv, *replace], capsys)
     (new_job,) = fake.recurring_runs.values()
     assert code == 0 and f"replaced {job['recurring_run_id']}" in out
-    assert new_job["runtime_config"]["parameters"] == {"a": 9}
+    assert new_job["runtime_config"]["parameters"] == {"retrain": "always", "a": 9}
 
     argv = ["pipeline", "schedule", "--job-name", "nightly", "--disable", *connection]
     code, out, _ = _call(argv, capsys)

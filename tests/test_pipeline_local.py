@@ -56,7 +56,9 @@ def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path, 
     # Artifacts between steps are small typed pointers; the data stays where steps wrote it.
     (root,) = (out / "kfp-root").iterdir()
     dataset = json.loads((root / "shard-publish" / "dataset").read_text())
-    assert dataset["uri"] == str(out / "data") and dataset["samples"]["labeled"] == 20
+    # Published as a content-addressed version under the dataset base.
+    assert dataset["uri"] == str(out / "data" / f"v-{dataset['fingerprint'][:16]}")
+    assert dataset["samples"]["labeled"] == 20
     student = json.loads((root / "distill" / "model").read_text())
     assert student["uri"] == str(run_dir / "distill" / "model.pt")
     outputs = json.loads((root / "evaluate" / "executor_output.json").read_text())

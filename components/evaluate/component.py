@@ -26,6 +26,7 @@ def evaluate(
     only `Output` in conditions."""
     from simclrv2.pipeline_support.artifact_pointer import read_pointer
     from simclrv2.pipeline_support.promotion import production_model_uri, should_promote
+    from simclrv2.pipeline_support.retrain_decision import read_identity, record_rejection
     from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.evaluate import evaluate as run_evaluate
     from simclrv2.storage.object_store import ObjectStore
@@ -51,4 +52,10 @@ def evaluate(
     )
     with open(report.path, "w") as file:
         file.write(store.read_bytes(join_uri(output, "report.html")).decode())
-    return should_promote(results, "student")
+    better = should_promote(results, "student")
+    identity = read_identity(work_root, run_id, store)
+    if not better and production and identity is not None:
+        # A scheduled run with retrain=on-new-data will not train this key again.
+        uri = record_rejection(identity, run_id, "student", results, production, store)
+        print(f"[evaluate] the student does not beat production: not promoted (recorded at {uri})")
+    return better

@@ -166,6 +166,9 @@ class RuntimeSettings:
     log_every_steps: int = 10
     metrics_port: int | None = None  # serve /metrics here when no Pushgateway is set
     pushgateway_url: str | None = None  # default: $PUSHGATEWAY_URL
+    # > 0: fail once, on the first attempt, right after the checkpoint of this global step
+    # (simclrv2/training/fault_injection.py); proves that retries resume. 0: off.
+    inject_failure_at_step: int = 0
 
     def __post_init__(self):
         _positive(
@@ -174,6 +177,11 @@ class RuntimeSettings:
             keep_checkpoints=self.keep_checkpoints,
             log_every_steps=self.log_every_steps,
         )
+        if self.inject_failure_at_step < 0:
+            raise ValueError(
+                f"runtime.inject_failure_at_step must be >= 0 (0: off), "
+                f"got {self.inject_failure_at_step}"
+            )
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,12 @@ def should_promote(metrics: dict, candidate: str, baseline: str = "production") 
 
 def promote(
     model_uri: str, metrics: dict, candidate: str, production: str, run_id: str,
-    store: ObjectStore | None = None,
+    store: ObjectStore | None = None, identity: dict | None = None,
 ) -> dict:  # fmt: skip
     """Copy the candidate model to `production` with its metrics and a pointer to the run;
-    promoted.json is written last, so a half-done promotion is never announced."""
+    promoted.json is written last, so a half-done promotion is never announced. `identity`
+    (retrain_decision.training_identity: dataset version and configuration) is recorded in
+    promoted.json, where a later run with retrain=on-new-data compares with it."""
     store = store or ObjectStore()
     store.write_bytes(join_uri(production, "model.pt"), store.read_bytes(model_uri))
     record = metrics["models"][candidate]
@@ -40,6 +42,7 @@ def promote(
         "run_id": run_id,
         "top1": record["top1"],
         "dataset_fingerprint": metrics.get("dataset_fingerprint"),
+        **(identity or {}),
         "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     store.write_bytes(join_uri(production, "promoted.json"), json.dumps(pointer).encode())

@@ -7,6 +7,12 @@ early with nothing written. The work splits into `num_parts` independent ranges:
 writes its shards and a small part file; publishing merges the part files into the manifest,
 written last. A part whose part file already exists is not redone (resumable), publishing an
 existing identical dataset is a no-op, and a different dataset is never written over.
+
+With `versioned=True` the output is a base under which each distinct dataset gets its own
+content-addressed folder, `<output>/v-<fingerprint[:16]>` (the fingerprint covers the source
+listing, the label spec, the seed and the shard limits): new images make a new version beside
+the old ones, unchanged inputs find their version already published and do no work. This is
+how scheduled retraining shards a source that changes (the pipeline always versions).
 """
 
 import hashlib
@@ -14,7 +20,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 from simclrv2.datasets.builtin_sources import BUILTIN_SOURCES, open_builtin_source
@@ -36,6 +42,8 @@ from simclrv2.training.progress import Progress
 log = logging.getLogger(__name__)
 
 PARTS_FOLDER = "_parts"
+VERSION_PREFIX = "v-"
+VERSION_DIGITS = 16  # 64 bits of the sha256: collisions are not a practical concern
 
 
 class DatasetExistsError(FileExistsError):
@@ -55,6 +63,7 @@ class ShardRequest:
     source_root: str | None = None  # where a built-in dataset's files are (default: search)
     num_parts: int = 1
     sample_limit: int | None = None  # only the first N records of each source split (trials)
+    versioned: bool = False  # publish under <output>/v-<fingerprint> (see the module docstring)
 
     def __post_init__(self):
         if self.max_samples_per_shard < 1:
@@ -103,7 +112,14 @@ def _shuffled(items: list, seed: int, split: str) -> list:
     return items
 
 
+def version_uri(base: str, fingerprint: str) -> str:
+    """Where a versioned dataset with this fingerprint is published under `base`."""
+    return join_uri(base, VERSION_PREFIX + fingerprint[:VERSION_DIGITS])
+
+
 def make_plan(request: ShardRequest, store: ObjectStore) -> ShardPlan:
+    """Every decision of the run. With `request.versioned`, the plan's request names the
+    version folder as its output (so parts and publish all write there)."""
     source = open_source(request.source, request.source_root, store)
     train = source.records("train")[: request.sample_limit]
     test = source.records("test")[: request.sample_limit]
@@ -120,6 +136,8 @@ def make_plan(request: ShardRequest, store: ObjectStore) -> ShardPlan:
         "sample_limit": request.sample_limit,
     }
     fingerprint = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    if request.versioned:
+        request = replace(request, output=version_uri(request.output, fingerprint), versioned=False)
     samples = {
         "labeled": _shuffled([("train", r) for r in labeled], request.seed, "labeled"),
         "unlabeled": _shuffled([("train", r) for r in train], request.seed, "unlabeled"),
@@ -250,13 +268,22 @@ def publish(plan: ShardPlan, store: ObjectStore) -> DatasetManifest:
 
 def shard_dataset(request: ShardRequest, store: ObjectStore | None = None) -> DatasetManifest:
     """The whole step in one process: plan, write every part, publish."""
+    return shard_dataset_at(request, store)[1]
+
+
+def shard_dataset_at(
+    request: ShardRequest, store: ObjectStore | None = None
+) -> tuple[str, DatasetManifest]:
+    """`shard_dataset`, also returning where the dataset is published (the version folder
+    when the request is versioned, else its output)."""
     store = store or ObjectStore()
     store.check_bucket(request.output)
     plan = make_plan(request, store)
+    output = plan.request.output
     existing = _check_not_published_differently(plan, store)
     if existing is not None:
-        log.info("an identical dataset is already published at %s: nothing to do", request.output)
-        return existing
+        log.info("an identical dataset is already published at %s: nothing to do", output)
+        return output, existing
     for part in range(request.num_parts):
         write_part(plan, part, store)
-    return publish(plan, store)
+    return output, publish(plan, store)

@@ -21,6 +21,7 @@ from simclrv2.config.run_config import RunConfig
 from simclrv2.distributed.context import DistributedContext
 from simclrv2.steps.training_setup import epoch_seed
 from simclrv2.training.checkpoint import CheckpointStore, capture_rng_state, restore_rng_state
+from simclrv2.training.fault_injection import fail_on_first_attempt
 from simclrv2.training.metrics import TrainingMetrics
 from simclrv2.training.optimizer_step import optimizer_step
 from simclrv2.training.progress import Progress
@@ -122,6 +123,7 @@ def run_training_loop(
                     if extra_state is not None:
                         state["extra"] = extra_state.state_dict()
                     _save(checkpoints, step, state, context)
+                fail_on_first_attempt(name, step, config.runtime.inject_failure_at_step)
                 if done:
                     break
     return LoopResult(step, history, resumed_from)
