@@ -44,8 +44,15 @@ format: install  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-compile: install  ## compile every pipeline profile into pipelines/compiled/*.yaml
-	$(BIN)/simclrv2 pipeline compile pipelines/profiles/*.yaml
+# IMAGE given to make (command line or environment) is here a full image reference, name:tag,
+# for every profile; unset, each profile keeps its own (the local tags `make images` builds).
+# GPU_PRODUCT pins every GPU step to that GPU model (node label nvidia.com/gpu.product).
+compile_flags = $(if $(filter command line environment%,$(origin IMAGE)),$(if \
+	$(findstring :,$(notdir $(IMAGE))),--image '$(IMAGE)',$(error make compile: IMAGE=$(IMAGE) \
+	has no tag; give the full reference, e.g. IMAGE=ghcr.io/acme/simclrv2:0.1.0-gpu))) \
+	$(if $(GPU_PRODUCT),--gpu-product '$(GPU_PRODUCT)')
+compile: install  ## compile every profile into pipelines/compiled/*.yaml (IMAGE=name:tag, GPU_PRODUCT)
+	$(BIN)/simclrv2 pipeline compile pipelines/profiles/*.yaml $(strip $(compile_flags))
 
 PROFILE ?= tiny
 CRON ?= 0 0 2 * * *

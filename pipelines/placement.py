@@ -4,9 +4,15 @@ lands in the compiled YAML."""
 
 from kfp import kubernetes
 
+from pipelines.retry_window import parse_seconds, retry_policy
+
 #: The image's non-root user and group (images/Dockerfile: USER 10001, group 0).
 IMAGE_UID = 10001
 IMAGE_GID = 0
+
+#: The node label the NVIDIA GPU feature discovery puts on GPU nodes (the GPU model). Set only
+#: when the profile's `gpu_product` (or `simclrv2 pipeline compile --gpu-product`) names one.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 STEP_KEYS = {
     "cpu_request", "cpu_limit", "memory_request", "memory_limit", "gpus", "accelerator",
@@ -31,6 +37,7 @@ def step_settings(profile: dict, step: str) -> dict:
 def place(task, step: str, profile: dict, display_name: str | None = None):
     """Apply the profile's settings for `step` to one pipeline task; returns the task."""
     settings = step_settings(profile, step)
+    where = f"profile {profile.get('name')}, step {step}"
     task.set_display_name(display_name or step)
     task.set_container_image(profile["image"])
     # The kubelet refuses to start the step as root, whatever the image says.
@@ -52,10 +59,13 @@ def place(task, step: str, profile: dict, display_name: str | None = None):
     ):
         if key in settings:
             setter(str(settings[key]))
+    node_selector = dict(settings.get("node_selector", {}))
     if settings.get("gpus", 0) > 0:
         task.set_accelerator_type(settings.get("accelerator", "nvidia.com/gpu"))
         task.set_accelerator_limit(int(settings["gpus"]))
-    for label, value in settings.get("node_selector", {}).items():
+        if profile.get("gpu_product"):  # unset: any GPU node the scheduler finds
+            node_selector[GPU_PRODUCT_LABEL] = str(profile["gpu_product"])
+    for label, value in node_selector.items():
         kubernetes.add_node_selector(task, label, value)
     for toleration in settings.get("tolerations", []):
         kubernetes.add_toleration(task, **toleration)
@@ -65,16 +75,15 @@ def place(task, step: str, profile: dict, display_name: str | None = None):
         kubernetes.empty_dir_mount(
             task, "dshm", "/dev/shm", medium="Memory", size_limit=str(settings["shm_size"])
         )
-    if settings.get("retries", 0) > 0:
-        # Preemptible nodes: a retried training step resumes from its checkpoints.
-        task.set_retry(
-            int(settings["retries"]),
-            backoff_duration=str(settings.get("backoff_duration", "60s")),
-            backoff_factor=float(settings.get("backoff_factor", 2.0)),
-            backoff_max_duration=str(settings.get("backoff_max_duration", "3600s")),
-        )
+    # A retried training step resumes from its checkpoints. The retry window covers every
+    # attempt (pipelines/retry_window.py); the timeout bounds each attempt.
+    retry = retry_policy(settings, where)
+    if retry:
+        task.set_retry(**retry)
     if "timeout_seconds" in settings:
-        kubernetes.set_timeout(task, int(settings["timeout_seconds"]))
+        kubernetes.set_timeout(
+            task, parse_seconds(settings["timeout_seconds"], where, "timeout_seconds")
+        )
     task.set_caching_options(bool(settings.get("caching", False)))
     _connect_services(task, profile)
     return task

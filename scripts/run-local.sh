@@ -157,6 +157,10 @@ k cluster-info >/dev/null || die "cluster $CLUSTER does not answer (kubectl --co
 installed=$(k get namespace kubeflow -o "jsonpath={.metadata.labels.simclrv2\.io/kfp-installed}" 2>/dev/null || true)
 if [[ $installed == "$KFP_VERSION" ]]; then
     log "2. Kubeflow Pipelines $KFP_VERSION already installed (namespace kubeflow has $INSTALLED_LABEL=$KFP_VERSION)"
+    # manifests/kfp patches Argo's defaults; a cluster installed before that patch existed
+    # gets it here ("patched (no change)" when it has it already).
+    k -n kubeflow patch configmap workflow-controller-configmap --type merge \
+        --patch-file manifests/kfp/workflow-controller-retry-defaults.yaml
 else
     log "2. installing Kubeflow Pipelines $KFP_VERSION standalone (manifests fetched from github.com)"
     # The CRDs first: the namespaced resources include objects of those kinds (Application,

@@ -443,12 +443,27 @@ def _add_pipeline(subparsers) -> None:
     )
     commands = parser.add_subparsers(title="pipeline commands", metavar="COMMAND")
     compile_parser = commands.add_parser(
-        "compile", help="profile(s) -> pipeline YAML (deterministic)"
+        "compile",
+        help="profile(s) -> pipeline YAML (deterministic)",
+        description="Compile each profile into <output-dir>/<profile name>.yaml. --image, "
+        "--gpu-product and --set change what the profiles say for this compile only.",
     )
     compile_parser.add_argument(
         "profiles", nargs="+", help="profile YAML files, e.g. pipelines/profiles/tiny.yaml"
     )
     compile_parser.add_argument("--output-dir", default="pipelines/compiled")
+    compile_parser.add_argument(
+        "--image", metavar="REF",
+        help="the image every step runs, e.g. ghcr.io/acme/simclrv2:0.1.0-gpu "
+        "(default: the profile's image, the local tag `make images` builds)",
+    )  # fmt: skip
+    compile_parser.add_argument(
+        "--gpu-product", metavar="NAME",
+        help="pin every GPU step to nodes labelled nvidia.com/gpu.product=NAME, e.g. "
+        "NVIDIA-H100-80GB-HBM3 (default: the profile's gpu_product; unset: any GPU node)",
+    )  # fmt: skip
+    compile_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                                help="override one run-config setting (repeatable)")  # fmt: skip
     compile_parser.set_defaults(handler=_run_pipeline_compile)
     local_parser = commands.add_parser(
         "run-local",
@@ -528,7 +543,10 @@ def _run_pipeline_compile(args) -> int:
 
     for profile in args.profiles:
         output = Path(args.output_dir) / f"{Path(profile).stem}.yaml"
-        compile_profile(profile, output)
+        compile_profile(
+            profile, output, image=args.image, gpu_product=args.gpu_product,
+            config_overrides=args.set,
+        )  # fmt: skip
         print(f"[pipeline] {profile} -> {output}")
     return 0
 

@@ -224,10 +224,12 @@ def test_kind_gpu_cluster_worker_is_labelled_and_tainted_like_the_gpu_profiles()
     gpu_profile = yaml.safe_load(
         (ROOT / "pipelines" / "profiles" / "imagenet-r50.yaml").read_text()
     )
-    gpu_steps = [s for s in gpu_profile["steps"].values() if s.get("node_selector")]
+    gpu_steps = [s for s in gpu_profile["steps"].values() if s.get("gpus", 0) > 0]
     assert gpu_steps
     for step in gpu_steps:
-        assert step["node_selector"].items() <= worker["labels"].items()
+        assert step.get("node_selector", {}).items() <= worker["labels"].items()
+    # The label `simclrv2 pipeline compile --gpu-product` selects on, to try a pinned model.
+    assert worker["labels"]["nvidia.com/gpu.product"]
 
     (patch,) = worker["kubeadmConfigPatches"]
     join = yaml.safe_load(patch)
@@ -250,4 +252,94 @@ def test_kfp_install_pins_both_remote_bases_to_2_17_0():
             f"{prefix}cluster-scoped-resources?ref=2.17.0",
             f"{prefix}env/platform-agnostic?ref=2.17.0",
         ]
+    )
+
+
+KFP_CONFIGMAP_STANDIN = (
+    ROOT / "tests" / "fixtures" / "kfp-2.17.0-workflow-controller-configmap.yaml"
+)
+RETRY_DEFAULTS = MANIFESTS / "kfp" / "workflow-controller-retry-defaults.yaml"
+
+
+def _workflow_controller_configmap(docs):
+    return find(docs, "ConfigMap", "workflow-controller-configmap", "kubeflow")
+
+
+@pytest.fixture(scope="module")
+def kfp_rendered(tmp_path_factory):
+    """manifests/kfp rendered from a temporary copy whose remote bases (github.com) are
+    replaced by a local stand-in of KFP 2.17.0's workflow-controller-configmap."""
+    copy = tmp_path_factory.mktemp("kfp") / "kfp"
+    shutil.copytree(MANIFESTS / "kfp", copy)
+    shutil.copy(KFP_CONFIGMAP_STANDIN, copy / "kfp-standin.yaml")
+    kustomization = yaml.safe_load((copy / "kustomization.yaml").read_text())
+    assert all(r.startswith("github.com/") for r in kustomization["resources"])
+    kustomization["resources"] = ["kfp-standin.yaml"]
+    (copy / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    result = subprocess.run(
+        [KUBECTL, "kustomize", str(copy)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _assert_only_the_default_retry_policy_is_gone(patched: dict) -> None:
+    original = _workflow_controller_configmap(
+        list(yaml.safe_load_all(KFP_CONFIGMAP_STANDIN.read_text()))
+    )
+    assert set(patched["data"]) == set(original["data"])
+    for key in ("artifactRepository", "executor"):
+        assert patched["data"][key] == original["data"][key], key
+    before = yaml.safe_load(original["data"]["workflowDefaults"])["spec"]
+    after = yaml.safe_load(patched["data"]["workflowDefaults"])["spec"]
+    assert before["templateDefaults"]["retryStrategy"]["retryPolicy"] == "OnError"  # KFP's
+    assert after["ttlStrategy"] == before["ttlStrategy"]
+    assert "retryStrategy" not in after.get("templateDefaults", {})
+    # Nothing else either: no OnFailure/Always default, which would reach KFP's DAG templates.
+    assert after == {"ttlStrategy": before["ttlStrategy"]}
+
+
+def test_kfp_install_patches_argo_defaults_with_the_retry_defaults_file():
+    kustomization = yaml.safe_load((MANIFESTS / "kfp" / "kustomization.yaml").read_text())
+    assert kustomization["patches"] == [{"path": RETRY_DEFAULTS.name}]
+    patch = yaml.safe_load(RETRY_DEFAULTS.read_text())
+    assert (patch["kind"], patch["metadata"]) == (
+        "ConfigMap", {"name": "workflow-controller-configmap", "namespace": "kubeflow"}
+    )  # fmt: skip
+    assert set(patch["data"]) == {"workflowDefaults"}  # replaces that key only
+
+
+@needs_kubectl
+def test_kfp_install_drops_argos_default_retry_policy_and_keeps_the_rest(kfp_rendered):
+    (configmap,) = kfp_rendered
+    _assert_only_the_default_retry_policy_is_gone(configmap)
+
+
+@needs_kubectl
+def test_retry_defaults_file_also_patches_an_installed_cluster():
+    """What manifests/README.md tells users of a running KFP: kubectl patch --type merge
+    --patch-file (here --local, on the stand-in)."""
+    result = subprocess.run(
+        [KUBECTL, "patch", "--local", "-f", str(KFP_CONFIGMAP_STANDIN), "--type", "merge",
+         "--patch-file", str(RETRY_DEFAULTS), "-o", "yaml"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    _assert_only_the_default_retry_policy_is_gone(yaml.safe_load(result.stdout))
+    readme = (MANIFESTS / "README.md").read_text()
+    assert (
+        "kubectl -n kubeflow patch configmap workflow-controller-configmap --type merge "
+        "--patch-file manifests/kfp/workflow-controller-retry-defaults.yaml"
+    ) in readme
+
+
+def test_run_local_applies_manifests_kfp_and_the_retry_defaults():
+    """So the patch reaches kind clusters: a fresh install applies manifests/kfp; a cluster
+    installed before the patch existed gets it with kubectl patch."""
+    script = (ROOT / "scripts" / "run-local.sh").read_text()
+    assert re.search(r"^\s*k apply -k manifests/kfp$", script, re.MULTILINE)
+    assert re.search(
+        r"k -n kubeflow patch configmap workflow-controller-configmap --type merge \\\n"
+        r"\s*--patch-file manifests/kfp/workflow-controller-retry-defaults\.yaml",
+        script,
     )

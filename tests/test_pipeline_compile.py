@@ -32,6 +32,16 @@ def _tasks_by_name(spec: dict) -> dict:
     return tasks
 
 
+def _training_branch_dataset(spec: dict) -> dict:
+    """The Dataset the `train` branch (run when the retrain gate says so) receives."""
+    (branch,) = [
+        t for t in spec["root"]["dag"]["tasks"].values() if t["taskInfo"]["name"] == "train"
+    ]
+    assert "retrain-gate" in branch["triggerPolicy"]["condition"]
+    (dataset,) = branch["inputs"]["artifacts"].values()
+    return dataset["taskOutputArtifact"]
+
+
 def test_there_are_the_three_required_profiles():
     assert {p.stem for p in PROFILES} >= {"tiny", "imagenet-r50", "imagenet-r152x3sk-teacher"}
 
@@ -49,10 +59,10 @@ def test_every_step_is_placed_as_its_profile_says(profile, tmp_path):
     spec, k8s, _ = _compile(profile, tmp_path)
     tasks = _tasks_by_name(spec)
     sharding = {"shard"} if settings.get("shard_parts", 1) == 1 else {"shard-part", "shard-publish"}
-    assert set(tasks) == sharding | {"pretrain", "finetune", "supervised", "pseudolabel",
-                                     "distill", "evaluate", "promote"}  # fmt: skip
+    assert set(tasks) == sharding | {"retrain-gate", "pretrain", "finetune", "supervised",
+                                     "pseudolabel", "distill", "evaluate", "promote"}  # fmt: skip
     for name, (_, task) in tasks.items():
-        step_name = "shard" if name.startswith("shard") else name
+        step_name = "shard" if name.startswith("shard") else name.replace("-", "_")
         step = {**settings["steps"].get("default", {}), **settings["steps"].get(step_name, {})}
         executor = spec["components"][task["componentRef"]["name"]]["executorLabel"]
         container = spec["deploymentSpec"]["executors"][executor]["container"]
@@ -62,7 +72,8 @@ def test_every_step_is_placed_as_its_profile_says(profile, tmp_path):
         if step.get("gpus", 0):
             assert resources["accelerator"]["resourceType"] == step["accelerator"]
             assert resources["accelerator"]["resourceCount"] == str(step["gpus"])
-            assert platform["nodeSelector"]["labels"] == step["node_selector"]
+            selector = platform.get("nodeSelector", {}).get("labels", {})
+            assert selector == step.get("node_selector", {})
             assert platform["tolerations"] == [
                 {k: v for k, v in t.items()} for t in step["tolerations"]
             ]
@@ -112,8 +123,9 @@ def test_shard_fans_out_with_parallel_for_when_the_profile_asks(tmp_path):
     assert loop["parameterIterator"]["items"]["raw"] == str(list(range(8)))
     tasks = _tasks_by_name(spec)
     assert tasks["shard-publish"][1]["dependentTasks"] == [loop_key]  # waits for every part
-    pretrain = tasks["pretrain"][1]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
-    assert pretrain["producerTask"] == tasks["shard-publish"][0]
+    gate = tasks["retrain-gate"][1]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
+    assert gate["producerTask"] == tasks["shard-publish"][0]
+    assert _training_branch_dataset(spec)["producerTask"] == tasks["shard-publish"][0]
 
 
 def test_only_typed_artifacts_travel_between_steps(tmp_path):
@@ -125,10 +137,11 @@ def test_only_typed_artifacts_travel_between_steps(tmp_path):
             for artifact in component.get(direction, {}).get("artifacts", {}).values():
                 assert artifact["artifactType"]["schemaTitle"] in allowed
     tasks = _tasks_by_name(spec)
+    assert _training_branch_dataset(spec)["producerTask"] == tasks["shard"][0]
     pretrain_inputs = tasks["pretrain"][1]["inputs"]["artifacts"]["dataset"]
-    assert pretrain_inputs["taskOutputArtifact"]["producerTask"] == tasks["shard"][0]
+    assert pretrain_inputs["componentInputArtifact"]  # the branch's input: the shard's Dataset
     promote = tasks["promote"][1]
-    assert "student-is-better" in yaml.safe_dump(spec["root"]["dag"]["tasks"])
+    assert "student-is-better" in yaml.safe_dump(spec["components"])
     assert promote["inputs"]["artifacts"]["student"]["componentInputArtifact"]
 
 

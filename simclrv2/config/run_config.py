@@ -166,8 +166,8 @@ class RuntimeSettings:
     log_every_steps: int = 10
     metrics_port: int | None = None  # serve /metrics here when no Pushgateway is set
     pushgateway_url: str | None = None  # default: $PUSHGATEWAY_URL
-    # > 0: fail once, on the first attempt, right after the checkpoint of this global step
-    # (simclrv2/training/fault_injection.py); proves that retries resume. 0: off.
+    # > 0: fail once, on the first attempt, right after the first checkpoint at or after this
+    # global step (simclrv2/training/fault_injection.py); proves that retries resume. 0: off.
     inject_failure_at_step: int = 0
 
     def __post_init__(self):

@@ -75,6 +75,7 @@ def run_training_loop(
             start = (start[0] + 1, 0)
         say(f"[{name}] resuming from {latest}: step {step}, epoch {start[0]}, batch {start[1]}")
 
+    started_at = step
     progress = Progress(name, last_step, config.runtime.log_every_steps, say, start_step=step)
     model.train()
     with metrics:
@@ -123,7 +124,8 @@ def run_training_loop(
                     if extra_state is not None:
                         state["extra"] = extra_state.state_dict()
                     _save(checkpoints, step, state, context)
-                fail_on_first_attempt(name, step, config.runtime.inject_failure_at_step)
+                    inject_at = config.runtime.inject_failure_at_step
+                    fail_on_first_attempt(name, step, started_at, inject_at)
                 if done:
                     break
     return LoopResult(step, history, resumed_from)
