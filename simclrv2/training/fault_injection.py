@@ -6,8 +6,9 @@ first checkpoint it writes at or after global step N (checkpoints come every
 Pipelines tells a step its attempt as KFP_RETRY_INDEX (Argo's {{retries}}, 0 first; set per
 attempt by pipelines/local_retry_index.py under kfp.local; unset outside KFP counts as the
 first attempt), and only when the attempt started before step N (a re-run outside KFP that
-resumes past N does not fail again). The retry then resumes from that checkpoint, which is the behaviour a
-preempted GPU node needs; manifests/README.md shows the one-command check on a cluster.
+resumes past N does not fail again). The retry then resumes from that checkpoint, which is
+the behaviour a preempted GPU node needs; manifests/README.md shows the one-command check on
+a cluster.
 """
 
 import os
