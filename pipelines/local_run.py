@@ -45,6 +45,10 @@ def run_local(
     # steps use the ones this environment names (a task's own env would win over it).
     profile["s3"]["endpoint_url"] = os.environ.get("AWS_ENDPOINT_URL", "")
     profile["pushgateway_url"] = os.environ.get("PUSHGATEWAY_URL", "")
+    # kfp.local retries as the profile says, but a cluster's backoff (minutes, for a node to
+    # come back) only delays the error a local user is waiting for: retry after 1 s here.
+    for settings in profile.get("steps", {}).values():
+        settings.update(backoff_duration="1s", backoff_factor=1)
     run_config = apply_overrides(profile["run_config"], list(config_overrides))
     from_dict(RunConfig, run_config)  # reject bad overrides before any work
     values = {
@@ -72,7 +76,8 @@ def run_local(
     )
     print_fn(
         "[pipeline] kfp.local ignores the profile's Kubernetes settings (resources, GPUs, node "
-        "selectors, timeouts); they apply on a cluster. Retries run as on a cluster."
+        "selectors, timeouts); they apply on a cluster. Failed steps are retried as the profile "
+        "says, after 1 s."
     )
     with warnings.catch_warnings(), argo_retry_index():
         # Said once above instead of once per task; and the image is the profile's, which
