@@ -172,8 +172,8 @@ def test_make_run_docker_runs_every_step_in_the_image(
 
     assert main(command) == 0
     printed = capsys.readouterr().out
-    tasks = ("shard", "pretrain", "finetune", "finetune-2", "pseudolabel", "distill",
-             "evaluate", "promote")  # fmt: skip
+    tasks = ("shard", "retrain-gate", "pretrain", "finetune", "finetune-2", "pseudolabel",
+             "distill", "evaluate", "promote")  # fmt: skip
     assert printed.count(f"Found image '{step_image}'") == len(tasks)
     assert s3_server.secret_access_key not in printed
     (root,) = (out / "kfp-root").iterdir()
