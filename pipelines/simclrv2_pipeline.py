@@ -1,6 +1,6 @@
 """The DAG: shard (fanned out with ParallelFor when the profile sets shard_parts) ->
 retrain-gate -> [pretrain -> finetune (teacher) + supervised baseline -> pseudolabel ->
-distill -> evaluate -> promote (only when the student beats production)], the bracket only
+distill -> evaluate -> promote (only when the promotion gate passes)], the bracket only
 when the gate says so (`retrain`: always, or on-new-data for scheduled runs).
 
 `build_pipeline(profile)` returns the pipeline function with the profile's defaults for the
@@ -119,9 +119,9 @@ def _train_evaluate_promote(
                  production=production, **common),
         "evaluate", profile,
     )  # fmt: skip
-    with dsl.If(scores.outputs["Output"] == True, name="student-is-better"):  # noqa: E712
+    with dsl.If(scores.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
         place(
-            promote(student=student.outputs["model"], work_root=work_root, run_id=run_id,
-                    production=production),
+            promote(student=student.outputs["model"], teacher=teacher.outputs["model"],
+                    work_root=work_root, run_id=run_id, production=production),
             "promote", profile,
         )  # fmt: skip

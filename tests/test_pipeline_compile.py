@@ -131,7 +131,7 @@ def test_shard_fans_out_with_parallel_for_when_the_profile_asks(tmp_path):
 def test_only_typed_artifacts_travel_between_steps(tmp_path):
     spec, _, _ = _compile(Path("pipelines/profiles/tiny.yaml"), tmp_path)
     allowed = {"system.Dataset", "system.Model", "system.Metrics",
-               "system.ClassificationMetrics", "system.HTML"}  # fmt: skip
+               "system.ClassificationMetrics", "system.HTML", "system.Markdown"}  # fmt: skip
     for component in spec["components"].values():
         for direction in ("inputDefinitions", "outputDefinitions"):
             for artifact in component.get(direction, {}).get("artifacts", {}).values():
@@ -141,7 +141,7 @@ def test_only_typed_artifacts_travel_between_steps(tmp_path):
     pretrain_inputs = tasks["pretrain"][1]["inputs"]["artifacts"]["dataset"]
     assert pretrain_inputs["componentInputArtifact"]  # the branch's input: the shard's Dataset
     promote = tasks["promote"][1]
-    assert "student-is-better" in yaml.safe_dump(spec["components"])
+    assert "gate-passed" in yaml.safe_dump(spec["components"])
     assert promote["inputs"]["artifacts"]["student"]["componentInputArtifact"]
 
 

@@ -17,6 +17,10 @@ CONFIG = [
     "pretrain.optimizer.batch_size=32", "pretrain.optimizer.warmup_epochs=0.0",
     "finetune.optimizer.batch_size=10", "distill.optimizer.batch_size=32",
     "distill.optimizer.warmup_epochs=0.0", "runtime.bf16=false",
+    # Seconds of training make weak models; these tests are about the pipeline's mechanics,
+    # so the promotion gate only compares with production (its rules: test_promotion_gate.py).
+    "promotion.max_below_teacher=1.0", "promotion.min_above_supervised=-1.0",
+    "promotion.min_above_chance=-1.0",
 ]  # fmt: skip
 
 
@@ -71,6 +75,10 @@ def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path, 
     # No production model yet: the student is promoted, with a pointer to its run.
     promoted = json.loads((out / "production" / "promoted.json").read_text())
     assert promoted["run_id"] == run_dir.name and promoted["model"] == student["uri"]
+    # The gate's decision: in the KFP UI (Markdown) and beside the evaluation.
+    assert "Promoted: the student" in (root / "evaluate" / "decision").read_text()
+    decision = json.loads((run_dir / "evaluate" / "decision.json").read_text())
+    assert decision["promote"] and decision["candidate"] == "student"
 
     # Same inputs again: the new student ties production, so production stays as it is.
     assert main(command) == 0
@@ -80,6 +88,8 @@ def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path, 
     assert evaluated["models"]["production"]["top1"] == evaluated["models"]["student"]["top1"]
     again = json.loads((out / "production" / "promoted.json").read_text())
     assert again == promoted
+    decision = json.loads((second / "evaluate" / "decision.json").read_text())
+    assert not decision["promote"] and "beats_production" in decision["reason"]
     assert (
         yaml.safe_load((second / "evaluate" / "config.yaml").read_text())["run_id"] == second.name
     )

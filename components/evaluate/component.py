@@ -1,7 +1,7 @@
 """evaluate: teacher, student, baseline (and production, when there is one) on the test set."""
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components import BASE_IMAGE
 
@@ -19,14 +19,17 @@ def evaluate(
     metrics: Output[Metrics],
     student_confusion: Output[ClassificationMetrics],
     report: Output[HTML],
+    decision: Output[Markdown],
 ) -> bool:
-    """production: the stable prefix of the production model ("" for none). The student is
-    compared with it on this run's test set; the result (True: the student beats production,
-    or there is none) drives the promote step. A single output, since kfp.local resolves
-    only `Output` in conditions."""
+    """production: the stable prefix of the production model ("" for none), evaluated on
+    this run's test set beside the run's models. The promotion gate (run config `promotion`,
+    simclrv2/pipeline_support/promotion_gate.py) decides; the decision is written beside the
+    evaluation and shown as Markdown, and the result (True: promote) drives the promote step.
+    A single output, since kfp.local resolves only `Output` in conditions."""
     from simclrv2.pipeline_support.artifact_pointer import read_pointer
-    from simclrv2.pipeline_support.promotion import production_model_uri, should_promote
-    from simclrv2.pipeline_support.retrain_decision import read_identity, record_rejection
+    from simclrv2.pipeline_support.promotion import production_model_uri
+    from simclrv2.pipeline_support.promotion_gate import decision_markdown
+    from simclrv2.pipeline_support.promotion_record import decide_and_record
     from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.evaluate import evaluate as run_evaluate
     from simclrv2.storage.object_store import ObjectStore
@@ -52,10 +55,10 @@ def evaluate(
     )
     with open(report.path, "w") as file:
         file.write(store.read_bytes(join_uri(output, "report.html")).decode())
-    better = should_promote(results, "student")
-    identity = read_identity(work_root, run_id, store)
-    if not better and production and identity is not None:
-        # A scheduled run with retrain=on-new-data will not train this key again.
-        uri = record_rejection(identity, run_id, "student", results, production, store)
-        print(f"[evaluate] the student does not beat production: not promoted (recorded at {uri})")
-    return better
+    result = decide_and_record(results, config.promotion, work_root, run_id, production, store)
+    for candidate in result["considered"]:
+        metrics.log_metric(f"promotion_{candidate['model']}_passed", int(candidate["passed"]))
+    metrics.log_metric("promoted", int(result["promote"]))
+    with open(decision.path, "w") as file:
+        file.write(decision_markdown(result))
+    return result["promote"]

@@ -155,6 +155,30 @@ class DistillSettings:
 
 
 @dataclass(frozen=True)
+class PromotionSettings:
+    """The promotion gate (simclrv2/pipeline_support/promotion_gate.py): a candidate becomes
+    the production model only when every rule holds. Margins are top-1 fractions (0.05 = 5
+    points)."""
+
+    candidate: Literal["student", "teacher", "best"] = "student"  # best: student, else teacher
+    max_below_teacher: float = 0.05  # how far the student may trail its teacher
+    min_above_supervised: float = 0.0  # must beat the run's supervised baseline by more
+    min_above_chance: float = 0.10  # must reach 1/classes + this
+    min_gain_over_production: float = 0.0  # must beat production by more than this
+
+    def __post_init__(self):
+        if self.candidate not in ("student", "teacher", "best"):
+            raise ValueError(
+                f"promotion.candidate must be student, teacher or best, got {self.candidate!r}"
+            )
+        for name in ("max_below_teacher", "min_above_supervised", "min_above_chance",
+                     "min_gain_over_production"):  # fmt: skip
+            value = getattr(self, name)
+            if not -1 <= value <= 1:
+                raise ValueError(f"promotion.{name} is a top-1 fraction in [-1, 1], got {value}")
+
+
+@dataclass(frozen=True)
 class RuntimeSettings:
     device: str = "auto"  # auto: cuda when present
     channels_last: bool = True
@@ -192,6 +216,7 @@ class RunConfig:
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
+    promotion: PromotionSettings = field(default_factory=PromotionSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
     def __post_init__(self):

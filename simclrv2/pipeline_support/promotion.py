@@ -1,8 +1,8 @@
-"""Promote a model only when it beats the one in production on the same test set.
+"""Promote a model: copy it to the production prefix (promotion_gate decides whether).
 
 Production lives at a stable prefix: model.pt, metrics.json (the evaluate step's record for
 the promoted model) and promoted.json (which run promoted it, when, and its accuracy).
-Recurring retraining runs compare against it and replace it only when strictly better.
+Recurring retraining runs compare against it; promotion_gate's rules decide.
 """
 
 import json
@@ -15,14 +15,6 @@ from simclrv2.storage.uri import join_uri
 def production_model_uri(production: str, store: ObjectStore) -> str | None:
     uri = join_uri(production, "model.pt")
     return uri if store.exists(uri) else None
-
-
-def should_promote(metrics: dict, candidate: str, baseline: str = "production") -> bool:
-    """True when `candidate` beats `baseline` in top-1, or there is no baseline yet."""
-    models = metrics["models"]
-    if baseline not in models:
-        return True
-    return models[candidate]["top1"] > models[baseline]["top1"]
 
 
 def promote(
