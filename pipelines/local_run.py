@@ -99,13 +99,10 @@ def run_local(
     for name, result in metrics["models"].items():
         print_fn(f"  {name:<12} {result['top1']:>7.2%} {result['top5']:>7.2%}")
     print_fn(f"  evaluation report: {run_folder}/evaluate/report.html")
-    pointer = join_uri(values["production"], "promoted.json")
-    promoted = json.loads(store.read_bytes(pointer)) if values["production"] else {}
-    if promoted.get("run_id") == run_folder.rsplit("/", 1)[-1]:
-        print_fn(f"  promoted: {values['production']}/model.pt (the student beat production)")
+    decision = json.loads(store.read_bytes(join_uri(run_folder, "evaluate", "decision.json")))
+    if decision["promote"]:
+        production = f"{values['production']}/model.pt"
+        print_fn(f"  promoted: the {decision['candidate']} is now production at {production}")
     else:
-        print_fn(
-            f"  not promoted: production stays the model of run {promoted.get('run_id')} "
-            f"(top-1 {promoted['top1']:.2%})"
-        )
+        print_fn(f"  {decision['reason']}")
     return metrics

@@ -31,6 +31,7 @@ def promote(
     store.write_bytes(join_uri(production, "metrics.json"), json.dumps(record).encode())
     pointer = {
         "model": model_uri,
+        "candidate": candidate,
         "run_id": run_id,
         "top1": record["top1"],
         "dataset_fingerprint": metrics.get("dataset_fingerprint"),
