@@ -76,12 +76,14 @@ def test_best_sends_the_teacher_when_the_student_fails():
     assert not decide_promotion(broken_student, PromotionSettings())["promote"]
     decision = decide_promotion(broken_student, PromotionSettings(candidate="best"))
     assert decision["promote"] and decision["candidate"] == "teacher"
+    assert decision["reason"].startswith("student fails beats_production (0.1100 vs 0.7000")
+    assert decision["reason"].endswith("the teacher passes every rule")
     assert [c["model"] for c in decision["considered"]] == ["student", "teacher"]
     # The teacher has no teacher to stay near; it must still beat production.
     decision = decide_promotion(results(0.11, teacher=0.69, production=0.70),
                                 PromotionSettings(candidate="best"))  # fmt: skip
     assert not decision["promote"] and failed(decision, "teacher") == {"beats_production"}
-    assert "student:" in decision["reason"] and "teacher:" in decision["reason"]
+    assert "student fails" in decision["reason"] and "teacher fails" in decision["reason"]
 
 
 def test_markdown_shows_every_rule_and_the_verdict():
@@ -106,7 +108,7 @@ def test_decision_is_written_recorded_and_pushed(tmp_path, pushgateway, monkeypa
     assert read_decision(work, "run-7", store) == json.loads(json.dumps(decision))
     rejected = json.loads(store.read_bytes(rejected_uri(production, "k1")))
     assert rejected["run_id"] == "run-7" and rejected["top1"] == 0.112
-    assert any("not promoted: student: near_teacher" in line for line in said)
+    assert any("not promoted: student fails near_teacher" in line for line in said)
     text = urllib.request.urlopen(f"{pushgateway.url}/metrics", timeout=10).read().decode()
     pushed = [line for line in text.splitlines() if line.startswith("simclrv2_promotion_")]
     assert any('run="run-7"' in line and line.endswith(" 0") for line in pushed

@@ -55,17 +55,23 @@ def decide_promotion(metrics: dict, settings) -> dict:
     for candidate in order[settings.candidate]:
         considered.append(check_candidate(candidate, metrics, settings))
         if considered[-1]["passed"]:
+            failed = _failures(considered[:-1])
+            reason = f"{failed}; " if failed else ""
             return {"promote": True, "candidate": candidate, "considered": considered,
-                    "reason": f"the {candidate} passes every rule"}  # fmt: skip
-    failed = "; ".join(
-        f"{c['model']}: " + ", ".join(
+                    "reason": f"{reason}the {candidate} passes every rule"}  # fmt: skip
+    return {"promote": False, "candidate": None, "considered": considered,
+            "reason": f"not promoted: {_failures(considered)}"}  # fmt: skip
+
+
+def _failures(considered: list[dict]) -> str:
+    """ "student fails near_teacher (0.2980 vs 0.3980, teacher top-1 0.4480), ..."."""
+    return "; ".join(
+        f"{c['model']} fails " + ", ".join(
             f"{r['rule']} ({r['value']:.4f} vs {r['threshold']:.4f}, {r['detail']})"
             for r in c["rules"] if not r["passed"]
         )
         for c in considered
     )  # fmt: skip
-    return {"promote": False, "candidate": None, "considered": considered,
-            "reason": f"not promoted: {failed}"}  # fmt: skip
 
 
 def decision_markdown(decision: dict) -> str:
