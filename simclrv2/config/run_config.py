@@ -1,8 +1,9 @@
 """The run configuration: every hyper-parameter of every training step, explicit.
 
 One YAML file configures a whole run; each step reads its section plus the shared ones
-(data, model, runtime). Defaults follow the reference recipes (SIMCLRV2.md): pretraining
-LARS 0.3 x batch/256, warmup 10 epochs, weight decay 1e-6, tau 0.1, colour strength 1.0;
+(data, model, runtime). Defaults follow the reference recipes (Chen et al. 2020 and
+google-research/simclr): pretraining LARS 0.3 x batch/256, warmup 10 epochs, weight decay
+1e-6, tau 0.1, colour strength 1.0;
 fine-tuning from projection layer 1 with LARS 0.005 x sqrt(batch), no decay, no warmup;
 distillation at tau 1.0 (big-to-small), labels not mixed in.
 """
