@@ -24,14 +24,12 @@ def retrain_gate(
     configuration have not been trained before). Records the run's training identity for the
     evaluate and promote steps. A single output, since kfp.local resolves only `Output` in
     conditions."""
-    import json
-
+    from simclrv2.pipeline_support.artifact_pointer import read_pointer_record
     from simclrv2.pipeline_support.retrain_decision import decide, training_identity, write_identity
     from simclrv2.storage.object_store import ObjectStore
 
     store = ObjectStore()
-    with open(dataset.path) as file:
-        pointer = json.load(file)
+    pointer = read_pointer_record(dataset.path)
     parameters = {
         "pretrain_epochs": pretrain_epochs, "pretrain_batch_size": pretrain_batch_size,
         "finetune_epochs": finetune_epochs, "distill_epochs": distill_epochs,

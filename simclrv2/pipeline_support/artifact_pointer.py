@@ -17,12 +17,19 @@ def write_pointer(path: str, uri: str, **details) -> dict:
     return record
 
 
-def read_pointer(path: str) -> str:
+def read_pointer_record(path: str) -> dict:
+    """The whole pointer: {"uri": ..., and what the writer added (a dataset's fingerprint)}."""
     try:
         record = json.loads(Path(path).read_text())
-        return record["uri"]
-    except (OSError, ValueError, KeyError) as error:
+        if not isinstance(record, dict) or "uri" not in record:
+            raise ValueError("no 'uri' key")
+        return record
+    except (OSError, ValueError) as error:
         raise ValueError(f"{path} is not an artifact pointer ({{'uri': ...}}): {error}") from error
+
+
+def read_pointer(path: str) -> str:
+    return read_pointer_record(path)["uri"]
 
 
 def dataset_pointer(path: str, uri: str, manifest) -> dict:
