@@ -9,6 +9,7 @@
 #   PIP_OFFLINE          1: install only from images/wheelhouse (`make wheelhouse`); 0: from
 #                        the indexes too; auto (default): 1 when the wheelhouse holds torch
 #   PIP_CA_BUNDLE        a PEM file of extra CA certificates for pip (BuildKit secret)
+#   WHEELHOUSE_PORT      loopback port that serves images/wheelhouse to the build (18431)
 set -euo pipefail
 
 fail() { echo "images/build.sh: $*" >&2; exit 1; }
@@ -21,6 +22,7 @@ DEFAULT_BASE_IMAGE=debian:bookworm-slim
 BASE_IMAGE="${BASE_IMAGE:-$DEFAULT_BASE_IMAGE}"
 TORCH_CPU_INDEX_URL="${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 PIP_OFFLINE="${PIP_OFFLINE:-auto}"
+WHEELHOUSE_PORT="${WHEELHOUSE_PORT:-18431}"
 cd "$(dirname "$0")/.."
 wheelhouse_has_torch() { compgen -G "images/wheelhouse/torch-*.whl" >/dev/null; }
 if [ "$PIP_OFFLINE" = auto ]; then
@@ -63,6 +65,35 @@ if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1 \
         || fail "no base image: pass BASE_IMAGE= an image you can pull (Debian bookworm)."
 fi
 
+# The wheelhouse reaches the build over loopback HTTP, not as build context: sent as context,
+# its gigabytes would be copied into the engine's build cache (measured: 3.1 GB per copy).
+NETWORK=()
+WHEELHOUSE_URL=""
+if compgen -G "images/wheelhouse/*.whl" >/dev/null; then
+    PYTHON_FOR_SERVER="$(command -v python3 || command -v python)" \
+        || fail "serving images/wheelhouse needs python3 on this machine."
+    # A fixed port: the URL is a build argument, and a new one each time would invalidate the
+    # cached dependency layer.
+    port="$WHEELHOUSE_PORT"
+    "$PYTHON_FOR_SERVER" -m http.server "$port" --bind 127.0.0.1 --directory images/wheelhouse \
+        >/dev/null 2>&1 &
+    server_pid=$!
+    trap 'kill "$server_pid" 2>/dev/null || true' EXIT
+    serving=""
+    for _ in $(seq 50); do
+        kill -0 "$server_pid" 2>/dev/null || break
+        if "$PYTHON_FOR_SERVER" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" \
+            2>/dev/null; then serving=1; break; fi
+        sleep 0.1
+    done
+    kill -0 "$server_pid" 2>/dev/null || serving=""
+    [ -n "$serving" ] || fail "cannot serve images/wheelhouse on 127.0.0.1:$port (in use?): set WHEELHOUSE_PORT= a free port."
+    WHEELHOUSE_URL="http://127.0.0.1:$port/"
+    # Host networking for the RUN steps, so that pip reaches the loopback server.
+    NETWORK=(--network host)
+    [ "${BUILD[1]:-}" = buildx ] && NETWORK+=(--allow network.host)
+fi
+
 SECRET=()
 if [ -n "${PIP_CA_BUNDLE:-}" ]; then
     [ -s "$PIP_CA_BUNDLE" ] || fail "PIP_CA_BUNDLE=$PIP_CA_BUNDLE is not a readable, non-empty file."
@@ -81,9 +112,9 @@ for target in "${TARGETS[@]}"; do
     echo "images/build.sh: building $image from $BASE_IMAGE (offline=$PIP_OFFLINE)"
     "${BUILD[@]}" --file images/Dockerfile --target "$target" --tag "$image" \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH_INDEX_URL=$index" \
-        --build-arg "PIP_OFFLINE=$PIP_OFFLINE" \
+        --build-arg "PIP_OFFLINE=$PIP_OFFLINE" --build-arg "WHEELHOUSE_URL=$WHEELHOUSE_URL" \
         --label "org.opencontainers.image.revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
         --label "org.opencontainers.image.version=$TAG" \
-        "${SECRET[@]}" .
+        "${NETWORK[@]}" "${SECRET[@]}" .
     echo "images/build.sh: built $image ($("$DOCKER" image inspect -f '{{.Size}}' "$image") bytes)"
 done
