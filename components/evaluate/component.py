@@ -32,6 +32,7 @@ def evaluate(
     from simclrv2.pipeline_support.promotion_record import decide_and_record
     from simclrv2.pipeline_support.step_config import step_config
     from simclrv2.steps.evaluate import evaluate as run_evaluate
+    from simclrv2.steps.step_outputs import read_stage_warnings
     from simclrv2.storage.object_store import ObjectStore
     from simclrv2.storage.uri import join_uri
 
@@ -46,7 +47,12 @@ def evaluate(
     if current is not None:
         models["production"] = current
     output = join_uri(work_root, run_id, "evaluate")
-    results = run_evaluate(config, models, output, store)
+    stage_warnings = {
+        stage: read_stage_warnings(store, join_uri(work_root, run_id, stage))
+        for stage in ("pretrain", "finetune", "supervised", "distill")
+    }
+    results = run_evaluate(config, models, output, store, stage_warnings=stage_warnings)
+    metrics.log_metric("warnings", sum(len(found) for found in results["warnings"].values()))
     for name, values in results["models"].items():
         metrics.log_metric(f"{name}_top1", values["top1"])
         metrics.log_metric(f"{name}_top5", values["top5"])
@@ -60,5 +66,5 @@ def evaluate(
         metrics.log_metric(f"promotion_{candidate['model']}_passed", int(candidate["passed"]))
     metrics.log_metric("promoted", int(result["promote"]))
     with open(decision.path, "w") as file:
-        file.write(decision_markdown(result))
+        file.write(decision_markdown(result, results["warnings"]))
     return result["promote"]

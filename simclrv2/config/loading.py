@@ -7,12 +7,16 @@ is rejected with its full key path before any work starts, instead of being sile
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+# Scientific notation without a dot or an exponent sign, which YAML 1.1 leaves a string.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 T = TypeVar("T")
 
@@ -51,6 +55,9 @@ def _coerce(value: Any, kind: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping of settings, got {value!r}")
         return from_dict(kind, value, path)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+        # YAML 1.1 (PyYAML) reads 1e-6 and 1e5 as strings; JSON writes small floats that way.
         return float(value)
     if kind in (int, float, str, bool) and (
         type(value) is not kind or (kind is int and isinstance(value, bool))

@@ -77,6 +77,11 @@ class OptimizerSettings:
     weight_decay: float = 1e-6
     momentum: float = 0.9
     trust_coefficient: float = 0.001  # LARS eeta
+    # Budgets that hold at any dataset size (simclrv2/training/step_budget.py): epochs are
+    # raised until the stage runs at least min_steps optimizer steps (warmup keeps its share
+    # of the run); warmup_steps > 0 sets the warmup in steps instead of warmup_epochs.
+    min_steps: int = 0
+    warmup_steps: int = 0
 
     def __post_init__(self):
         _positive(
@@ -85,7 +90,8 @@ class OptimizerSettings:
             batch_size=self.batch_size,
             base_learning_rate=self.base_learning_rate,
         )
-        for name in ("warmup_epochs", "weight_decay", "momentum", "trust_coefficient"):
+        for name in ("warmup_epochs", "weight_decay", "momentum", "trust_coefficient",
+                     "min_steps", "warmup_steps"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"optimizer.{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup_epochs > self.epochs:

@@ -74,8 +74,8 @@ def _failures(considered: list[dict]) -> str:
     )  # fmt: skip
 
 
-def decision_markdown(decision: dict) -> str:
-    """The decision as a Markdown table, for the KFP UI."""
+def decision_markdown(decision: dict, warnings: dict[str, list[str]] | None = None) -> str:
+    """The decision as a Markdown table, for the KFP UI; then the run's stage warnings."""
     verdict = f"**Promoted: the {decision['candidate']}**" if decision["promote"] else (
         "**Rejected: production stays as it is**")  # fmt: skip
     lines = [f"# Promotion decision\n\n{verdict}\n\n{decision['reason']}\n"]
@@ -88,4 +88,8 @@ def decision_markdown(decision: dict) -> str:
             mark = "yes" if r["passed"] else "**no**"
             lines.append(f"| {r['rule']} | {mark} | {r['value']:.4f} | {threshold} | "
                          f"{r['detail']} |")  # fmt: skip
+    found = [(stage, w) for stage, ws in (warnings or {}).items() for w in ws]
+    if found:
+        lines.append("\n## Warnings\n")
+        lines.extend(f"- **{stage}**: {warning}" for stage, warning in found)
     return "\n".join(lines) + "\n"

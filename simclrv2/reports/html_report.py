@@ -32,15 +32,22 @@ def render_html_report(title: str, metrics: dict, images: dict[str, bytes]) -> s
         f'alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
         for caption, png in images.items()
     )
+    warnings = "".join(
+        f"<li><b>{escape(stage)}</b>: {escape(warning)}</li>"
+        for stage, found in metrics.get("warnings", {}).items()
+        for warning in found
+    )
+    warnings = f'<h2 class="warn">Warnings</h2><ul>{warnings}</ul>' if warnings else ""
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-        "figure{display:inline-block;margin:1em}</style></head><body>"
+        "figure{display:inline-block;margin:1em}.warn{color:#b00}</style></head><body>"
         f"<h1>{escape(title)}</h1>"
         f"<p>dataset {escape(str(metrics['dataset']))}, split {escape(metrics['split'])}</p>"
+        f"{warnings}"
         "<table><tr><th>model</th><th>top-1</th><th>top-5</th><th>examples</th></tr>"
         f"{rows}</table>"
         f"<h2>Per-class accuracy</h2><table><tr><th>class</th>{header}</tr>{per_class}</table>"

@@ -26,6 +26,7 @@ from simclrv2.steps.training_loop import run_training_loop
 from simclrv2.steps.training_setup import make_optimizer, place_model
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import join_uri
+from simclrv2.training.stage_health import distillation_warnings
 
 
 def build_student(config: RunConfig, teacher: Classifier, num_classes: int) -> Classifier:
@@ -64,7 +65,7 @@ def distill(
     student = build_student(config, teacher, num_classes)
     model = place_model(student, step.context, config.runtime)
     optimizer, scheduler, total = make_optimizer(
-        model, settings, step.steps_per_epoch, classifier_prefixes=("classifier",)
+        model, settings, step.budget, classifier_prefixes=("classifier",)
     )
     last_step = min(total, max_steps) if max_steps else total
     transform = finetune_transform(config.data.image_size)
@@ -75,7 +76,7 @@ def distill(
         "s3_settings": store.settings,
         "shuffle_buffer": config.data.shuffle_buffer,
         "seed": config.runtime.seed,
-        "samples_per_epoch": step.steps_per_epoch * settings.batch_size,
+        "samples_per_epoch": step.budget.steps_per_epoch * step.budget.batch_size,
         "rank": step.context.rank,
         "world_size": step.context.world_size,
         "image_mode": config.data.image_mode,
@@ -112,14 +113,15 @@ def distill(
 
     result = run_training_loop(
         "distill", config, step.context, model, optimizer, scheduler, step.checkpoints,
-        step.metrics, settings.epochs, step.steps_per_epoch, last_step, make_loader, loss_fn,
-        step.say,
+        step.metrics, step.budget.epochs, step.budget.steps_per_epoch, last_step, make_loader,
+        loss_fn, step.say, check_health=distillation_warnings,
     )  # fmt: skip
     model_uri = join_uri(output, "model.pt")
     if step.context.is_main:
         write_step_outputs(
             store, output, model, config, result.history, f"distillation (tau {tau})",
-            ("loss", "teacher_agreement", "learning_rate"), steps=result.steps,
+            ("loss", "teacher_agreement", "learning_rate"), warnings=result.warnings,
+            steps=result.steps,
             teacher=teacher_uri, pseudo_labels=pseudo_labels, dataset=config.data.dataset,
         )  # fmt: skip
         step.say(f"[distill] student written to {model_uri}")

@@ -38,6 +38,7 @@ from simclrv2.storage.uri import basename, join_uri
 from simclrv2.training.classifier_training import confusion_matrix, top_k_accuracy
 from simclrv2.training.metrics import TrainingMetrics
 from simclrv2.training.progress import Progress
+from simclrv2.training.stage_health import student_vs_teacher_warnings
 
 SPLIT = "test"
 # Model names become file names (teacher_confusion_matrix.png).
@@ -148,9 +149,14 @@ def evaluate(
     store: ObjectStore | None = None,
     print_fn=print,
     batch_size: int = 256,
+    stage_warnings: dict[str, list[str]] | None = None,
 ) -> dict:
     """Evaluate each model (display name -> model artifact URI) on config.data.dataset's test
-    split; write metrics.json, PNGs and report.html to `output`; return the metrics."""
+    split; write metrics.json, PNGs and report.html to `output`; return the metrics.
+
+    stage_warnings: what the training steps found wrong with their results (stage -> warnings,
+    their warnings.json); shown in the report with the evaluation's own (the student far
+    below its teacher) under metrics.json's "warnings"."""
     context = init_distributed(config.runtime.device)
     if not context.is_main:
         return {}
@@ -234,7 +240,17 @@ def evaluate(
                     f"[evaluate] {name}: {test.samples - len(labels)} undecodable test images "
                     "were skipped"
                 )
+        warnings = {stage: list(found) for stage, found in (stage_warnings or {}).items()
+                    if found}  # fmt: skip
+        own = student_vs_teacher_warnings(results["models"], config.promotion.max_below_teacher)
+        if own:
+            warnings["evaluate"] = own
+        results["warnings"] = warnings
+        metrics.set_warnings(sum(len(found) for found in warnings.values()))
         _write_outputs(store, output, results, config)
     _print_table(results, print_fn)
+    for stage, found in results["warnings"].items():
+        for warning in found:
+            print_fn(f"[evaluate] WARNING ({stage}): {warning}")
     print_fn(f"[evaluate] metrics.json, report.html and plots in {output}")
     return results

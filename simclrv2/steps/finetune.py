@@ -25,6 +25,7 @@ from simclrv2.steps.training_loop import run_training_loop
 from simclrv2.steps.training_setup import make_optimizer, place_model
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import join_uri
+from simclrv2.training.stage_health import classifier_warnings
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,11 @@ def finetune(
     name = "supervised" if config.finetune.from_scratch else "finetune"
     step = start_step(name, config, settings, labeled.samples, output, checkpoint_dir, store,
                       print_fn)  # fmt: skip
-    classifier = build_classifier(config, len(manifest.class_names), pretrained_uri, store)
+    num_classes = len(manifest.class_names)
+    classifier = build_classifier(config, num_classes, pretrained_uri, store)
     model = place_model(classifier, step.context, config.runtime)
     optimizer, scheduler, total = make_optimizer(
-        model, settings, step.steps_per_epoch, classifier_prefixes=("classifier",)
+        model, settings, step.budget, classifier_prefixes=("classifier",)
     )
     last_step = min(total, max_steps) if max_steps else total
     transform = finetune_transform(config.data.image_size)
@@ -92,7 +94,7 @@ def finetune(
             manifest, "labeled", transform, batch_size=step.batch,
             num_workers=config.data.num_workers, s3_settings=store.settings,
             shuffle_buffer=config.data.shuffle_buffer, seed=config.runtime.seed,
-            samples_per_epoch=step.steps_per_epoch * settings.batch_size,
+            samples_per_epoch=step.budget.steps_per_epoch * step.budget.batch_size,
             rank=step.context.rank, world_size=step.context.world_size,
             image_mode=config.data.image_mode,
             max_corrupt_fraction=config.data.max_corrupt_fraction, epoch=epoch,
@@ -108,14 +110,16 @@ def finetune(
 
     result = run_training_loop(
         name, config, step.context, model, optimizer, scheduler, step.checkpoints, step.metrics,
-        settings.epochs, step.steps_per_epoch, last_step, make_loader, loss_fn, step.say,
+        step.budget.epochs, step.budget.steps_per_epoch, last_step, make_loader, loss_fn, step.say,
+        check_health=lambda history: classifier_warnings(history, num_classes, "finetune"),
     )  # fmt: skip
     model_uri = join_uri(output, "model.pt")
     if step.context.is_main:
         write_step_outputs(
             store, output, model, config, result.history,
             f"{name} on {labeled.samples} labeled images", ("loss", "accuracy", "learning_rate"),
-            steps=result.steps, dataset=config.data.dataset, pretrained=pretrained_uri,
+            warnings=result.warnings, steps=result.steps, dataset=config.data.dataset,
+            pretrained=pretrained_uri,
         )  # fmt: skip
         step.say(f"[{name}] model written to {model_uri}")
     final = result.history[-1]["loss"] if result.history else float("nan")

@@ -30,6 +30,7 @@ from simclrv2.steps.training_setup import (
 )
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import join_uri
+from simclrv2.training.stage_health import contrastive_warnings
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def pretrain(
     )
     context, say = step.context, step.say
     model = place_model(build_pretrain_model(config), context, config.runtime)
-    optimizer, scheduler, total_steps = make_optimizer(model, settings, step.steps_per_epoch)
+    optimizer, scheduler, total_steps = make_optimizer(model, settings, step.budget)
     moco = config.pretrain.moco
     memory = (
         MomentumMemory(model, moco.momentum, moco.queue_size, config.model.proj_out_dim)
@@ -105,7 +106,7 @@ def pretrain(
             s3_settings=store.settings,
             shuffle_buffer=config.data.shuffle_buffer,
             seed=config.runtime.seed,
-            samples_per_epoch=step.steps_per_epoch * settings.batch_size,
+            samples_per_epoch=step.budget.steps_per_epoch * step.budget.batch_size,
             rank=context.rank,
             world_size=context.world_size,
             image_mode=config.data.image_mode,
@@ -126,9 +127,11 @@ def pretrain(
 
     result = run_training_loop(
         "pretrain", config, context, model, optimizer, scheduler, step.checkpoints,
-        step.metrics, settings.epochs, step.steps_per_epoch, last_step, make_loader, loss_fn, say,
+        step.metrics, step.budget.epochs, step.budget.steps_per_epoch, last_step, make_loader,
+        loss_fn, say,
         after_step=(lambda: memory.update(model, batch_keys[0])) if memory else None,
         extra_state=memory,
+        check_health=lambda history: contrastive_warnings(history, step.budget.batch_size),
     )  # fmt: skip
     history = result.history
     model_uri = join_uri(output, "model.pt")
@@ -136,7 +139,7 @@ def pretrain(
         write_step_outputs(
             store, output, model, config, history, "SimCLRv2 pretraining",
             ("loss", "contrastive_accuracy", "learning_rate"),
-            steps=result.steps, dataset=config.data.dataset,
+            warnings=result.warnings, steps=result.steps, dataset=config.data.dataset,
         )  # fmt: skip
         say(f"[pretrain] model written to {model_uri}")
     return PretrainResult(

@@ -11,6 +11,7 @@ from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import basename, join_uri
 from simclrv2.training.checkpoint import CheckpointStore
 from simclrv2.training.metrics import TrainingMetrics
+from simclrv2.training.step_budget import StepBudget, plan_budget
 
 
 @dataclass
@@ -19,7 +20,7 @@ class StepContext:
     context: DistributedContext
     store: ObjectStore
     batch: int  # per process
-    steps_per_epoch: int
+    budget: StepBudget  # global batch, epochs, steps and warmup after sizing to the data
     bf16: bool
     checkpoints: CheckpointStore
     metrics: TrainingMetrics
@@ -39,13 +40,8 @@ def start_step(
     context = init_distributed(config.runtime.device)
     store = store or ObjectStore()
     say = print_fn if context.is_main else (lambda *_: None)
-    batch = per_rank_batch(settings, context)
-    steps_per_epoch = samples // settings.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"{name}: {samples} training images are fewer than one global batch of "
-            f"{settings.batch_size}: lower {name}.optimizer.batch_size"
-        )
+    budget = plan_budget(name, samples, settings, context.world_size)
+    batch = per_rank_batch(budget.batch_size, context)
     bf16 = bf16_enabled(config.runtime, context.device)
     checkpoints = CheckpointStore(
         checkpoint_dir or join_uri(output, "checkpoints"), store, config.runtime.keep_checkpoints
@@ -59,11 +55,8 @@ def start_step(
     )
     say(
         f"[{name}] {samples} images, {context.world_size} process(es) on {context.device}, "
-        f"global batch {settings.batch_size}, {steps_per_epoch} steps/epoch, "
-        f"{settings.epochs * steps_per_epoch} steps, bf16 {bf16}, "
-        f"channels_last {config.runtime.channels_last}"
+        f"bf16 {bf16}, channels_last {config.runtime.channels_last}"
     )
+    say(budget.describe(name, samples))
     say(f"[{name}] effective config:\n" + dump_config(config))
-    return StepContext(
-        name, context, store, batch, steps_per_epoch, bf16, checkpoints, metrics, say
-    )
+    return StepContext(name, context, store, batch, budget, bf16, checkpoints, metrics, say)

@@ -1,5 +1,6 @@
 """What every training step leaves in its output folder: model.pt (weights-only artifact),
-config.yaml (the effective configuration), history.json and curves.png."""
+config.yaml (the effective configuration), history.json, curves.png and warnings.json (what
+simclrv2/training/stage_health.py found wrong with the result; [] when nothing)."""
 
 import json
 import tempfile
@@ -12,6 +13,14 @@ from simclrv2.steps.model_artifact import save_model
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import join_uri
 
+WARNINGS_NAME = "warnings.json"
+
+
+def read_stage_warnings(store: ObjectStore, output: str) -> list[str]:
+    """The warnings a training step left in `output` ([] when it wrote none)."""
+    uri = join_uri(output, WARNINGS_NAME)
+    return json.loads(store.read_bytes(uri)) if store.exists(uri) else []
+
 
 def write_step_outputs(
     store: ObjectStore,
@@ -21,6 +30,7 @@ def write_step_outputs(
     history: list[dict],
     title: str,
     curve_keys: tuple[str, ...],
+    warnings: list[str] = (),
     **metadata,
 ) -> str:
     """Writes the four files (the model last is not needed: each file is atomic); returns
@@ -29,6 +39,7 @@ def write_step_outputs(
     save_model(store, model_uri, model, **metadata)
     store.write_bytes(join_uri(output, "config.yaml"), dump_config(config).encode())
     store.write_bytes(join_uri(output, "history.json"), json.dumps(history).encode())
+    store.write_bytes(join_uri(output, WARNINGS_NAME), json.dumps(list(warnings)).encode())
     with tempfile.TemporaryDirectory() as folder:
         curves = Path(folder) / "curves.png"
         series = {key: [r[key] for r in history if key in r] for key in curve_keys}

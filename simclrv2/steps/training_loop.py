@@ -7,7 +7,9 @@ A step supplies its model, optimiser, a loader factory and a loss function; the 
   replays the batches it had consumed and continues exactly where it stopped;
 - checkpoints every `runtime.checkpoint_every_steps` steps and at the end (rank 0 writes,
   every rank waits);
-- reports progress on the console and through Prometheus metrics.
+- reports progress on the console and through Prometheus metrics;
+- at the end, checks the result (check_health, simclrv2/training/stage_health.py) and logs
+  and counts what it finds.
 """
 
 from collections.abc import Callable, Iterable
@@ -35,6 +37,7 @@ class LoopResult:
     steps: int
     history: list[dict]
     resumed_from: str | None
+    warnings: list[str]
 
 
 def run_training_loop(
@@ -54,11 +57,13 @@ def run_training_loop(
     say=print,
     after_step: Callable[[], None] | None = None,
     extra_state=None,
+    check_health: Callable[[list[dict]], list[str]] | None = None,
 ) -> LoopResult:
     """Train until `last_step` (global steps; epochs x steps_per_epoch for a full run).
 
     after_step: called after every optimizer step (e.g. the momentum memory's update).
     extra_state: an object with state_dict/load_state_dict checkpointed with the model.
+    check_health: history -> warnings about the result (none: no checks).
     """
     step, history, resumed_from, start, rng = 0, [], None, (0, 0), None
     latest = checkpoints.latest()
@@ -128,7 +133,11 @@ def run_training_loop(
                     fail_on_first_attempt(name, step, started_at, inject_at)
                 if done:
                     break
-    return LoopResult(step, history, resumed_from)
+        warnings = check_health(history) if check_health is not None else []
+        for warning in warnings:
+            say(f"[{name}] WARNING: {warning}")
+        metrics.set_warnings(len(warnings))
+    return LoopResult(step, history, resumed_from, warnings)
 
 
 def _save(checkpoints: CheckpointStore, step: int, state: dict, context) -> None:

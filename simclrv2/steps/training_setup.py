@@ -11,6 +11,7 @@ from simclrv2.distributed.global_batch_norm import convert_to_global_batch_norm
 from simclrv2.optim.lars import LARS, lars_param_groups
 from simclrv2.optim.lr_schedule import scale_learning_rate, warmup_cosine_scheduler
 from simclrv2.performance import prepare_model
+from simclrv2.training.step_budget import StepBudget
 
 
 def bf16_enabled(runtime: RuntimeSettings, device: torch.device) -> bool:
@@ -32,13 +33,13 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
     return hash((seed, rank, epoch)) % 2**62
 
 
-def per_rank_batch(settings: OptimizerSettings, context: DistributedContext) -> int:
-    if settings.batch_size % context.world_size:
+def per_rank_batch(batch_size: int, context: DistributedContext) -> int:
+    if batch_size % context.world_size:
         raise ValueError(
-            f"batch_size {settings.batch_size} (global) must divide evenly over "
+            f"batch_size {batch_size} (global) must divide evenly over "
             f"{context.world_size} processes"
         )
-    return settings.batch_size // context.world_size
+    return batch_size // context.world_size
 
 
 def place_model(
@@ -55,15 +56,15 @@ def place_model(
 
 
 def make_optimizer(
-    model: nn.Module, settings: OptimizerSettings, steps_per_epoch: int, classifier_prefixes=()
+    model: nn.Module, settings: OptimizerSettings, budget: StepBudget, classifier_prefixes=()
 ) -> tuple[LARS, torch.optim.lr_scheduler.LRScheduler, int]:
-    """LARS with the reference groups, warmup + cosine over the run; returns total steps."""
+    """LARS with the reference groups, warmup + cosine over the budget; returns total steps.
+    The peak rate scales with the budget's (possibly capped) batch."""
     module = getattr(model, "module", model)
     groups = lars_param_groups(module, settings.weight_decay, classifier_prefixes)
     lr = scale_learning_rate(
-        settings.base_learning_rate, settings.batch_size, settings.learning_rate_scaling
+        settings.base_learning_rate, budget.batch_size, settings.learning_rate_scaling
     )
     optimizer = LARS(groups, lr=lr, momentum=settings.momentum, eeta=settings.trust_coefficient)
-    total = settings.epochs * steps_per_epoch
-    warmup = round(settings.warmup_epochs * steps_per_epoch)
-    return optimizer, warmup_cosine_scheduler(optimizer, lr, warmup, total), total
+    scheduler = warmup_cosine_scheduler(optimizer, lr, budget.warmup_steps, budget.total_steps)
+    return optimizer, scheduler, budget.total_steps

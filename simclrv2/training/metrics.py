@@ -44,6 +44,7 @@ name                                       type     what
 ``simclrv2_epoch``                         gauge    current epoch
 ``simclrv2_eta_seconds``                   gauge    estimated time until the step is done
 ``simclrv2_last_update_timestamp_seconds`` gauge    Unix time of the last update
+``simclrv2_stage_warnings``                gauge    warnings about the step's result (0: none)
 ``simclrv2_train_images_total``            counter  images processed by this process
 =========================================  =======  ==========================================
 
@@ -183,6 +184,11 @@ class TrainingMetrics:
             "Unix time of the last metrics update.",
             registry=registry,
         )
+        self.stage_warnings = Gauge(
+            "simclrv2_stage_warnings",
+            "Warnings the step raised about its result (simclrv2/training/stage_health.py).",
+            registry=registry,
+        )
         self.images = Counter(
             "simclrv2_train_images_total",
             "Images processed by this training step so far.",
@@ -263,6 +269,11 @@ class TrainingMetrics:
         self.last_update.set_to_current_time()
         if self.pushgateway_url and self._push_is_due():
             self.push()
+
+    def set_warnings(self, count: int) -> None:
+        """How many warnings the step raised about its result (0: none)."""
+        if self.enabled and not self._closed:
+            self.stage_warnings.set(count)
 
     def _push_is_due(self) -> bool:
         return time.monotonic() - self._last_push_attempt >= self.push_interval_s

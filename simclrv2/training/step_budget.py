@@ -1,0 +1,70 @@
+"""How many optimizer steps a training stage runs, whatever the size of its data.
+
+The reference recipes are stated in epochs of ImageNet (1.28 M images): 100 epochs at batch
+4096 is 31,000 steps. The same epochs on a user's 4,000 images at batch 256 are 1,500 steps,
+and one distillation epoch is 15 steps, too few to learn anything. A stage's budget is
+therefore its epochs, raised to reach `optimizer.min_steps`, with its batch capped by the size
+of its split; warmup is `optimizer.warmup_steps` when set, else `warmup_epochs` of the
+(effective) epochs. Every change from the configured values comes with its reason, which the
+step prints before its first batch.
+"""
+
+import math
+from dataclasses import dataclass
+
+from simclrv2.config.run_config import OptimizerSettings
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    batch_size: int  # global, after capping
+    steps_per_epoch: int
+    epochs: int  # after raising to min_steps
+    total_steps: int
+    warmup_steps: int
+    reasons: tuple[str, ...]  # why a value differs from the configuration; empty if none
+
+    def describe(self, name: str, samples: int) -> str:
+        line = (
+            f"[{name}] budget: {samples:,} images, global batch {self.batch_size}, "
+            f"{self.steps_per_epoch} steps/epoch x {self.epochs} epochs = "
+            f"{self.total_steps:,} steps, warmup {self.warmup_steps:,} steps"
+        )
+        return "\n".join([line, *(f"[{name}]   {reason}" for reason in self.reasons)])
+
+
+def plan_budget(
+    name: str, samples: int, settings: OptimizerSettings, world_size: int = 1
+) -> StepBudget:
+    """The stage's effective batch, epochs and warmup for `samples` training images."""
+    if samples < world_size:
+        raise ValueError(
+            f"{name}: {samples} training images cannot be split over {world_size} processes; "
+            "give the stage more images or fewer processes"
+        )
+    reasons = []
+    batch = settings.batch_size
+    if batch > samples:
+        batch = samples - samples % world_size
+        reasons.append(
+            f"{samples:,} images are fewer than the batch of {settings.batch_size}: "
+            f"batch {batch} (the learning rate scales with it)"
+        )
+    steps_per_epoch = samples // batch
+    epochs = settings.epochs
+    configured = epochs * steps_per_epoch
+    if configured < settings.min_steps:
+        epochs = math.ceil(settings.min_steps / steps_per_epoch)
+        reasons.append(
+            f"{samples:,} images: {settings.epochs} epoch(s) = {configured:,} steps < "
+            f"minimum {settings.min_steps:,} ({name}.optimizer.min_steps), running {epochs} "
+            "epochs"
+        )
+    total = epochs * steps_per_epoch
+    if settings.warmup_steps:
+        warmup = min(settings.warmup_steps, total)
+    else:
+        # Warmup keeps its share of the run when epochs were raised: 0.1 of 1 epoch stays
+        # 10% of the run, not 0.3% of 34 epochs.
+        warmup = round(settings.warmup_epochs / settings.epochs * total)
+    return StepBudget(batch, steps_per_epoch, epochs, total, warmup, tuple(reasons))
