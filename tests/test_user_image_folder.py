@@ -24,7 +24,7 @@ PARAMS = ["label_fraction=0.1", "pretrain_epochs=1", "pretrain_batch_size=128",
           "finetune_epochs=1", "distill_epochs=1"]  # fmt: skip
 # Epochs of 1 everywhere: the minimum steps decide the budgets (printed with the reason).
 CONFIG = ["data.num_workers=0", "pretrain.optimizer.min_steps=60",
-          "finetune.optimizer.min_steps=150", "distill.optimizer.batch_size=128",
+          "finetune.optimizer.min_steps=300", "distill.optimizer.batch_size=128",
           "distill.optimizer.min_steps=300"]  # fmt: skip
 BROKEN = ["data.num_workers=0", "pretrain.optimizer.min_steps=0",
           "finetune.optimizer.min_steps=30", "distill.optimizer.min_steps=0",
@@ -79,7 +79,7 @@ def test_users_image_folder_promotes_a_good_student_and_never_a_broken_one(tmp_p
     printed, metrics, decision, report = _run(source, out, CONFIG, capsys)
     assert "[pretrain]   2,000 images: 1 epoch(s) = 15 steps < minimum 60" in printed
     assert "[distill] budget: 2,000 images, global batch 128, 15 steps/epoch x 20 epochs" in printed
-    assert "[finetune]   200 images: 1 epoch(s) = 3 steps < minimum 150" in printed
+    assert "[finetune]   200 images: 1 epoch(s) = 3 steps < minimum 300" in printed
     models = {name: m["top1"] for name, m in metrics["models"].items()}
     assert models["student"] >= models["teacher"] - 0.05, models
     assert models["student"] > models["supervised"], models
