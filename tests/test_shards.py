@@ -272,6 +272,13 @@ def test_two_views_through_the_loader_and_fixed_length_epochs(tmp_path):
     assert view_a.shape == view_b.shape == (4, 3, 16, 16) and view_a.dtype == torch.float32
     assert not torch.equal(view_a, view_b)
     assert labels.tolist() == [-1] * 4
+    # A profile's many workers on a split of two batches: two workers, still two batches.
+    small = make_shard_loader(
+        manifest, "labeled", pretrain_transform(16, 0.5), batch_size=2, num_workers=8,
+        image_mode="rgb",
+        samples_per_epoch=4, persistent_workers=False,
+    )  # fmt: skip
+    assert small.num_workers == 2 and len(list(small)) == 2
 
 
 def test_missing_shard_and_tampering_are_reported_clearly(tmp_path):
