@@ -53,3 +53,9 @@ def test_negative_minimums_are_refused():
         OptimizerSettings(min_steps=-1)
     with pytest.raises(ValueError, match=r"optimizer\.warmup_steps must be >= 0"):
         OptimizerSettings(warmup_steps=-5)
+
+
+def test_the_supervised_baseline_names_the_section_it_is_configured_in():
+    settings = OptimizerSettings(epochs=60, batch_size=64, warmup_epochs=0, min_steps=500)
+    budget = plan_budget("supervised", 200, settings, section="finetune")
+    assert "(finetune.optimizer.min_steps), running 167 epochs" in budget.reasons[0]

@@ -79,7 +79,7 @@ def finetune(
     labeled = manifest.split("labeled")
     name = "supervised" if config.finetune.from_scratch else "finetune"
     step = start_step(name, config, settings, labeled.samples, output, checkpoint_dir, store,
-                      print_fn)  # fmt: skip
+                      print_fn, section="finetune")  # fmt: skip
     num_classes = len(manifest.class_names)
     classifier = build_classifier(config, num_classes, pretrained_uri, store)
     model = place_model(classifier, step.context, config.runtime)

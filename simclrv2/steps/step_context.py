@@ -36,11 +36,12 @@ def start_step(
     checkpoint_dir: str | None,
     store: ObjectStore | None,
     print_fn=print,
+    section: str | None = None,  # the config section of `settings` when it is not `name`
 ) -> StepContext:
     context = init_distributed(config.runtime.device)
     store = store or ObjectStore()
     say = print_fn if context.is_main else (lambda *_: None)
-    budget = plan_budget(name, samples, settings, context.world_size)
+    budget = plan_budget(name, samples, settings, context.world_size, section)
     batch = per_rank_batch(budget.batch_size, context)
     bf16 = bf16_enabled(config.runtime, context.device)
     checkpoints = CheckpointStore(

@@ -34,9 +34,12 @@ class StepBudget:
 
 
 def plan_budget(
-    name: str, samples: int, settings: OptimizerSettings, world_size: int = 1
-) -> StepBudget:
-    """The stage's effective batch, epochs and warmup for `samples` training images."""
+    name: str, samples: int, settings: OptimizerSettings, world_size: int = 1,
+    section: str | None = None,
+) -> StepBudget:  # fmt: skip
+    """The stage's effective batch, epochs and warmup for `samples` training images.
+    section: the run-config section of `settings` when it is not `name` (the supervised
+    baseline trains with finetune's), for the messages."""
     if samples < world_size:
         raise ValueError(
             f"{name}: {samples} training images cannot be split over {world_size} processes; "
@@ -57,8 +60,8 @@ def plan_budget(
         epochs = math.ceil(settings.min_steps / steps_per_epoch)
         reasons.append(
             f"{samples:,} images: {settings.epochs} epoch(s) = {configured:,} steps < "
-            f"minimum {settings.min_steps:,} ({name}.optimizer.min_steps), running {epochs} "
-            "epochs"
+            f"minimum {settings.min_steps:,} ({section or name}.optimizer.min_steps), "
+            f"running {epochs} epochs"
         )
     total = epochs * steps_per_epoch
     if settings.warmup_steps:
