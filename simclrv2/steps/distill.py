@@ -76,7 +76,7 @@ def distill(
         "s3_settings": store.settings,
         "shuffle_buffer": config.data.shuffle_buffer,
         "seed": config.runtime.seed,
-        "samples_per_epoch": step.budget.steps_per_epoch * step.budget.batch_size,
+        "samples_per_epoch": step.budget.samples_per_epoch,
         "rank": step.context.rank,
         "world_size": step.context.world_size,
         "image_mode": config.data.image_mode,

@@ -94,7 +94,7 @@ def finetune(
             manifest, "labeled", transform, batch_size=step.batch,
             num_workers=config.data.num_workers, s3_settings=store.settings,
             shuffle_buffer=config.data.shuffle_buffer, seed=config.runtime.seed,
-            samples_per_epoch=step.budget.steps_per_epoch * step.budget.batch_size,
+            samples_per_epoch=step.budget.samples_per_epoch,
             rank=step.context.rank, world_size=step.context.world_size,
             image_mode=config.data.image_mode,
             max_corrupt_fraction=config.data.max_corrupt_fraction, epoch=epoch,

@@ -106,7 +106,7 @@ def pretrain(
             s3_settings=store.settings,
             shuffle_buffer=config.data.shuffle_buffer,
             seed=config.runtime.seed,
-            samples_per_epoch=step.budget.steps_per_epoch * step.budget.batch_size,
+            samples_per_epoch=step.budget.samples_per_epoch,
             rank=context.rank,
             world_size=context.world_size,
             image_mode=config.data.image_mode,

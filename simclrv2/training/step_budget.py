@@ -20,9 +20,17 @@ class StepBudget:
     batch_size: int  # global, after capping
     steps_per_epoch: int
     epochs: int  # after raising to min_steps
-    total_steps: int
     warmup_steps: int
     reasons: tuple[str, ...]  # why a value differs from the configuration; empty if none
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Images per (fixed-length) epoch over all processes: whole batches only."""
+        return self.steps_per_epoch * self.batch_size
 
     def describe(self, name: str, samples: int) -> str:
         line = (
@@ -70,4 +78,4 @@ def plan_budget(
         # Warmup keeps its share of the run when epochs were raised: 0.1 of 1 epoch stays
         # 10% of the run, not 0.3% of 34 epochs.
         warmup = round(settings.warmup_epochs / settings.epochs * total)
-    return StepBudget(batch, steps_per_epoch, epochs, total, warmup, tuple(reasons))
+    return StepBudget(batch, steps_per_epoch, epochs, warmup, tuple(reasons))
