@@ -9,6 +9,8 @@
 #   PROFILE [tiny]       KFP_VERSION [2.17.0]   KFP_PORT [8888]   S3_PORT [8333]
 #   DOCKER [docker]      VENV [.venv]   WAIT_TIMEOUT [20m]   RUN_TIMEOUT [10800] (seconds)
 #   SERVICE_ACCOUNT [empty: KFP's pipeline-runner]
+#   TRAINER [empty; 1: also install Kubeflow Trainer v2.3.0 and our runtime, for profiles with
+#           multi-node steps (`steps.<step>.nodes` > 1): TRAINER=1 make run-local]
 #
 # kubectl is always called with --context kind-$CLUSTER: the user's current context is never
 # used, and is put back if `kind create cluster` switched it.
@@ -30,6 +32,7 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-10800}
 # Empty: KFP's own pipeline-runner. simclrv2-pipeline-runner (manifests/overlays/simclrv2) is
 # the least-privilege account; not yet verified on a real cluster, so it is opt-in.
 SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-}
+TRAINER=${TRAINER:-}
 
 CONTEXT=kind-$CLUSTER
 OVERLAY=manifests/overlays/simclrv2
@@ -41,6 +44,12 @@ PIPELINE_NAME=simclrv2-$PROFILE
 KFP_REPO=github.com/kubeflow/pipelines/manifests/kustomize
 # Set on namespace kubeflow once both KFP applies succeeded: the "KFP is installed" marker.
 INSTALLED_LABEL=simclrv2.io/kfp-installed
+# Kubeflow Trainer (TRAINER=1): manifests/trainer pins this version; its marker label goes on
+# its namespace once the install applied and its CRDs are established.
+TRAINER_VERSION=v2.3.0
+TRAINER_NAMESPACE=kubeflow-system
+TRAINER_RUNTIME=manifests/trainer/simclrv2-torch-runtime.yaml
+TRAINER_LABEL=simclrv2.io/trainer-installed
 
 log() { echo "[run-local] $*"; }
 die() {
@@ -82,6 +91,17 @@ kfp_refs=$(grep -o '?ref=[0-9A-Za-z._-]*' manifests/kfp/kustomization.yaml | sor
 [[ $kfp_refs == "?ref=$KFP_VERSION" ]] ||
     die "manifests/kfp/kustomization.yaml does not pin KFP $KFP_VERSION (KFP_VERSION) alone:" \
         "both install steps must use the same version; edit its ?ref= or unset KFP_VERSION."
+case $TRAINER in
+    "" | 0) TRAINER= ;;
+    1)
+        trainer_refs=$(grep -o '?ref=[0-9A-Za-z._-]*' manifests/trainer/kustomization.yaml | sort -u)
+        [[ $trainer_refs == "?ref=$TRAINER_VERSION" ]] ||
+            die "manifests/trainer/kustomization.yaml does not pin Kubeflow Trainer $TRAINER_VERSION" \
+                "alone (the runtime and kubeflow-trainer-api==${TRAINER_VERSION#v} are for it)."
+        [[ -f $TRAINER_RUNTIME ]] || die "$TRAINER_RUNTIME not found."
+        ;;
+    *) die "TRAINER=$TRAINER: set TRAINER=1 to also install Kubeflow Trainer, or leave it unset." ;;
+esac
 [[ $KFP_PORT =~ ^[0-9]+$ && $S3_PORT =~ ^[0-9]+$ ]] ||
     die "KFP_PORT and S3_PORT must be port numbers."
 
@@ -215,6 +235,38 @@ log "     simclrv2/pushgateway"
 k wait --for=condition=Available deployment --all -n kubeflow --timeout="$WAIT_TIMEOUT"
 k wait --for=condition=Available deployment/pushgateway -n simclrv2 --timeout="$WAIT_TIMEOUT"
 
+# --- 4b. Kubeflow Trainer, only with TRAINER=1 (multi-node steps) -----------------------------
+if [[ $TRAINER == 1 ]]; then
+    trainer_installed=$(k get namespace "$TRAINER_NAMESPACE" \
+        -o "jsonpath={.metadata.labels.simclrv2\.io/trainer-installed}" 2>/dev/null || true)
+    if [[ $trainer_installed == "$TRAINER_VERSION" ]]; then
+        log "4b. Kubeflow Trainer $TRAINER_VERSION already installed (namespace $TRAINER_NAMESPACE has $TRAINER_LABEL=$TRAINER_VERSION)"
+    else
+        log "4b. installing Kubeflow Trainer $TRAINER_VERSION with JobSet (manifests/trainer, fetched from github.com)"
+        # Server-side, as Trainer's install instructions: its CRDs are too large for the
+        # last-applied annotation of a client-side apply.
+        k apply --server-side -k manifests/trainer
+        log "   waiting for the Trainer CRDs to be established"
+        k wait --for condition=established --timeout=120s \
+            crd/trainjobs.trainer.kubeflow.org crd/clustertrainingruntimes.trainer.kubeflow.org
+        k label namespace "$TRAINER_NAMESPACE" "$TRAINER_LABEL=$TRAINER_VERSION" --overwrite >/dev/null
+    fi
+    # Every time: the runtime's validating webhook is served by the Trainer controller, and
+    # TrainJobs need JobSet's controller.
+    log "   waiting (up to $WAIT_TIMEOUT) for the Trainer and JobSet controllers to be Available"
+    k wait --for=condition=Available -n "$TRAINER_NAMESPACE" --timeout="$WAIT_TIMEOUT" \
+        deployment/kubeflow-trainer-controller-manager deployment/jobset-controller-manager
+    # Its image (simclrv2:0.1.0-gpu) is only a default: the multi-node launcher sets each
+    # TrainJob's trainer.image to the profile's image, the one step 5 loads into kind.
+    log "   applying $TRAINER_RUNTIME (ClusterTrainingRuntime simclrv2-torch)"
+    for attempt in 1 2 3 4 5 6; do
+        k apply -f "$TRAINER_RUNTIME" && break
+        ((attempt < 6)) || die "applying $TRAINER_RUNTIME failed (above)."
+        log "   the Trainer webhook may not serve yet: trying again in 10 s"
+        sleep 10
+    done
+fi
+
 # --- 5. the image, in the nodes ---------------------------------------------------------------
 if "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
     log "5. image $IMAGE already built"
@@ -229,6 +281,8 @@ else
     log "5. building $IMAGE: make images IMAGE_TARGETS=cpu IMAGE=$repository TAG=$tag"
     make images IMAGE_TARGETS=cpu IMAGE="$repository" TAG="$tag"
 fi
+# With TRAINER=1 the TrainJobs' node pods run this image too (the launcher sets it per
+# TrainJob; the tag is not :latest, so IfNotPresent finds it loaded).
 # Always load: kind itself compares image IDs and skips the copy when every node already has
 # this exact image ("found to be already present on all nodes"), and a rebuilt image with the
 # same tag is copied again, which a name-only check (crictl images) would miss.

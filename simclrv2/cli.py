@@ -251,7 +251,9 @@ def _add_pretrain(subparsers) -> None:
 
 
 def _add_run_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="run configuration YAML (see configs/)")
+    parser.add_argument(
+        "--config", help="run configuration YAML, a file or s3:// URI (see configs/)"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -287,11 +289,18 @@ def _run_step(name: str, run) -> int:
 def _load_run_config(args):
     from simclrv2.config.loading import load_config
     from simclrv2.config.run_config import RunConfig
+    from simclrv2.storage.uri import is_s3_uri
 
     overrides = list(args.set)
     if args.dataset:
         overrides.append(f"data.dataset={args.dataset}")
-    config = load_config(RunConfig, args.config, overrides)
+    if args.config and is_s3_uri(args.config):  # what a multi-node launcher wrote
+        from simclrv2.config.loading import load_config_text
+
+        text = _object_store(args).read_bytes(args.config).decode()
+        config = load_config_text(RunConfig, text, overrides)
+    else:
+        config = load_config(RunConfig, args.config, overrides)
     if not config.data.dataset:
         raise ValueError("no dataset: pass --dataset or set data.dataset in the config")
     return config

@@ -3,13 +3,16 @@ without a cluster: both pass `bash -n` and shellcheck; run-local.sh refuses to s
 message naming the missing tool and how to install it, when kind, kubectl or the docker client
 is missing or the docker engine does not answer, and then calls nothing and writes nothing;
 clean-local.sh deletes exactly the cluster $CLUSTER when kind lists it and nothing otherwise.
+With every stand-in answering, run-local.sh installs Kubeflow Trainer and applies our runtime
+when TRAINER=1, after our overlay and before loading the image, and never without it.
 
 The scripts run with a PATH made of a temporary folder holding links to a few basic tools
 (bash, dirname, grep, ...) and, per test, small stand-in `kind` / `kubectl` / `docker`
 scripts that record their arguments. Stand-ins are used here only because kind cannot run on
 the machine these tests were written on (no container registry is reachable, so neither kind's
 node image nor the Kubeflow Pipelines images can be fetched); what a real cluster does is out
-of reach of these tests, and the rest of run-local.sh is not exercised by them.
+of reach of these tests, and the rest of run-local.sh (from compiling the pipeline on) is not
+exercised by them.
 """
 
 import os
@@ -196,6 +199,134 @@ def test_run_local_with_every_tool_but_no_venv_asks_for_make_install(sandbox):
 
     assert result.returncode != 0
     assert "make install" in result.stderr
+    assert sandbox.recorded() == ["docker info"]
+
+
+# --- run-local.sh: the optional Kubeflow Trainer install (TRAINER=1) --------------------------
+
+# The further tools run-local.sh uses once its checks pass.
+MORE_TOOLS = ("sort", "seq", "sleep", "chmod", "mv", "uniq")
+CONTEXT = "kubectl --context kind-simclrv2"
+TRAINER_CALLS_FRESH = [
+    f"{CONTEXT} get namespace kubeflow-system "
+    "-o jsonpath={.metadata.labels.simclrv2\\.io/trainer-installed}",
+    f"{CONTEXT} apply --server-side -k manifests/trainer",
+    f"{CONTEXT} wait --for condition=established --timeout=120s "
+    "crd/trainjobs.trainer.kubeflow.org crd/clustertrainingruntimes.trainer.kubeflow.org",
+    f"{CONTEXT} label namespace kubeflow-system simclrv2.io/trainer-installed=v2.3.0 --overwrite",
+    f"{CONTEXT} wait --for=condition=Available -n kubeflow-system --timeout=20m "
+    "deployment/kubeflow-trainer-controller-manager deployment/jobset-controller-manager",
+    f"{CONTEXT} apply -f manifests/trainer/simclrv2-torch-runtime.yaml",
+]
+TRAINER_CALLS_INSTALLED = [TRAINER_CALLS_FRESH[0], *TRAINER_CALLS_FRESH[-2:]]
+
+
+def up_to_the_compile_step(sandbox: Sandbox, trainer_installed: bool = False) -> None:
+    """Stand-ins for a cluster where KFP is installed and the image built, so that run-local.sh
+    goes through steps 1 to 5 and stops at step 6, where the stand-in compiler fails."""
+    for tool in MORE_TOOLS:
+        found = shutil.which(tool)
+        assert found, f"{tool} is not on this machine's PATH"
+        (sandbox.bin / tool).symlink_to(found)
+    for path in (
+        "manifests/kind/cluster.yaml",
+        "manifests/kfp/kustomization.yaml",
+        "manifests/trainer/kustomization.yaml",
+        "manifests/trainer/simclrv2-torch-runtime.yaml",
+        "pipelines/profiles/tiny.yaml",
+    ):
+        (sandbox.repo / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, sandbox.repo / path)
+    env_file = sandbox.repo / "manifests/overlays/simclrv2/s3-credentials.env"
+    env_file.parent.mkdir(parents=True)
+    env_file.write_text("accesskey=test-access\nsecretkey=test-secret\n")
+    venv_bin = sandbox.repo / ".venv" / "bin"
+    # The profile's image and work_root, asked of python; every other python call succeeds.
+    sandbox.fake(
+        "python",
+        'if [ "$2" = pipelines/profiles/tiny.yaml ]; then\n'
+        "    printf 'simclrv2:0.1.0-cpu\\ns3://mlpipeline/simclrv2/runs\\n'\nfi",
+        folder=venv_bin,
+    )
+    sandbox.fake("simclrv2", "exit 1", folder=venv_bin)
+    sandbox.fake("kind", 'if [ "$1" = get ]; then echo simclrv2; fi')
+    sandbox.fake("docker", ENGINE_UP)
+    trainer = "printf v2.3.0 ;;" if trainer_installed else ";;"
+    sandbox.fake(
+        "kubectl",
+        'case "$*" in\n'
+        '    "config get-contexts -o name") echo kind-simclrv2 ;;\n'
+        '    *" get namespace kubeflow -o "*) printf 2.17.0 ;;\n'
+        f'    *" get namespace kubeflow-system -o "*) {trainer}\n'
+        "esac",
+    )
+
+
+def test_run_local_with_trainer_installs_it_then_applies_the_runtime(sandbox):
+    up_to_the_compile_step(sandbox)
+
+    result = sandbox.run("run-local.sh", TRAINER="1")
+
+    assert result.returncode != 0  # the stand-in compiler fails, after step 5
+    calls = sandbox.recorded()
+    assert "simclrv2 pipeline compile pipelines/profiles/tiny.yaml" in calls, result.stderr
+    trainer_calls = [c for c in calls if "trainer" in c or "kubeflow-system" in c]
+    assert trainer_calls == TRAINER_CALLS_FRESH
+    # In order: after our overlay and the wait for KFP, before the image goes into kind.
+    overlay = calls.index(f"{CONTEXT} apply -k manifests/overlays/simclrv2")
+    first, last = calls.index(TRAINER_CALLS_FRESH[0]), calls.index(TRAINER_CALLS_FRESH[-1])
+    load = calls.index("kind load docker-image simclrv2:0.1.0-cpu --name simclrv2")
+    assert overlay < first < last < load
+    assert calls[first : last + 1] == TRAINER_CALLS_FRESH
+    assert "installing Kubeflow Trainer v2.3.0" in result.stdout
+
+
+def test_run_local_with_trainer_installed_already_waits_and_applies_the_runtime(sandbox):
+    up_to_the_compile_step(sandbox, trainer_installed=True)
+
+    result = sandbox.run("run-local.sh", TRAINER="1")
+
+    calls = sandbox.recorded()
+    assert "simclrv2 pipeline compile pipelines/profiles/tiny.yaml" in calls, result.stderr
+    assert [c for c in calls if "trainer" in c or "kubeflow-system" in c] == (
+        TRAINER_CALLS_INSTALLED
+    )
+    assert "Kubeflow Trainer v2.3.0 already installed" in result.stdout
+
+
+@pytest.mark.parametrize("trainer", [None, "", "0"])
+def test_run_local_without_trainer_installs_no_trainer(sandbox, trainer):
+    up_to_the_compile_step(sandbox)
+
+    result = sandbox.run("run-local.sh", **({"TRAINER": trainer} if trainer is not None else {}))
+
+    calls = sandbox.recorded()
+    # It went as far as with TRAINER=1, past where the Trainer steps would be.
+    assert "kind load docker-image simclrv2:0.1.0-cpu --name simclrv2" in calls, result.stderr
+    assert "simclrv2 pipeline compile pipelines/profiles/tiny.yaml" in calls
+    assert not [c for c in calls if "trainer" in c or "kubeflow-system" in c]
+    assert "Trainer" not in result.stdout
+
+
+def test_run_local_refuses_an_unknown_trainer_value_before_calling_anything(sandbox):
+    up_to_the_compile_step(sandbox)
+
+    result = sandbox.run("run-local.sh", TRAINER="yes")
+
+    assert result.returncode != 0
+    assert "TRAINER=yes" in result.stderr and "TRAINER=1" in result.stderr
+    assert sandbox.recorded() == ["docker info"]
+
+
+def test_run_local_with_trainer_refuses_another_pin_before_calling_anything(sandbox):
+    up_to_the_compile_step(sandbox)
+    kustomization = sandbox.repo / "manifests/trainer/kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("ref=v2.3.0", "ref=v2.2.0"))
+
+    result = sandbox.run("run-local.sh", TRAINER="1")
+
+    assert result.returncode != 0
+    assert "does not pin Kubeflow Trainer v2.3.0" in result.stderr
     assert sandbox.recorded() == ["docker info"]
 
 

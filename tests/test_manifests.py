@@ -1,8 +1,11 @@
 """The Kubernetes manifests under manifests/: our kustomize overlay rendered offline with
 `kubectl kustomize` and every document validated against the Kubernetes 1.32 schemas, the kind
-cluster configs, and the pin of the (remote, not rendered here) KFP 2.17.0 install."""
+cluster configs, the pins of the (remote, not rendered here) KFP 2.17.0 and Kubeflow Trainer
+v2.3.0 installs, and our ClusterTrainingRuntime checked against Trainer's API models."""
 
 import base64
+import copy
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -73,6 +76,8 @@ def test_overlay_has_exactly_the_expected_objects(rendered):
         ("ServiceAccount", "kubeflow", "simclrv2-pipeline-runner"),
         ("Role", "kubeflow", "simclrv2-pipeline-runner"),
         ("RoleBinding", "kubeflow", "simclrv2-pipeline-runner"),
+        ("ClusterRole", None, "simclrv2-pipeline-runner"),
+        ("ClusterRoleBinding", None, "simclrv2-pipeline-runner"),
         ("Deployment", "simclrv2", "pushgateway"),
         ("Service", "simclrv2", "pushgateway"),
         ("ConfigMap", "simclrv2", "pushgateway-scrape-config"),
@@ -153,34 +158,104 @@ def test_prometheus_scrape_config_honors_pushed_labels(rendered):
     assert all(t.startswith("pushgateway.simclrv2") for t in targets["targets"])
 
 
+RUNNER = "simclrv2-pipeline-runner"
+RUNNER_RBAC = OVERLAY / "pipeline-runner-rbac.yaml"
+# Everything the runner may do, (apiGroup, resource, resourceNames) -> verbs; each rule is
+# justified in pipeline-runner-rbac.yaml. Exact: a verb more or less fails the tests below.
+RUNNER_ROLE_GRANTS = {
+    # KFP launcher: the S3 secret and its settings, by name; Argo's step results.
+    ("", "secrets", (PROFILE["s3"]["secret"],)): {"get"},
+    ("", "configmaps", ("kfp-launcher",)): {"get"},
+    ("argoproj.io", "workflowtaskresults", ()): {"create", "patch"},
+    # Multi-node launcher (manifests/trainer): its TrainJob, node 0's pod and log, events.
+    ("trainer.kubeflow.org", "trainjobs", ()): {
+        "create", "get", "list", "watch", "patch", "delete"
+    },
+    ("", "pods", ()): {"get", "list", "watch"},
+    ("", "pods/log", ()): {"get"},
+    ("", "events", ()): {"get", "list", "watch"},
+}  # fmt: skip
+RUNNER_CLUSTER_GRANTS = {
+    ("trainer.kubeflow.org", "clustertrainingruntimes", ()): {"get", "list", "watch"},
+}
+
+
+def _grants(rules: list[dict]) -> dict[tuple, set[str]]:
+    """RBAC rules -> {(apiGroup, resource, resourceNames): verbs}, one key per group and
+    resource a rule names; wildcards and non-resource URLs are refused outright."""
+    grants: dict[tuple, set[str]] = {}
+    for rule in rules:
+        assert "nonResourceURLs" not in rule, rule
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(field, []), rule
+        names = tuple(sorted(rule.get("resourceNames", [])))
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource, names), set()).update(rule["verbs"])
+    return grants
+
+
+def _runner_rbac() -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(RUNNER_RBAC.read_text()) if doc]
+
+
+def test_runner_role_grants_exactly_the_listed_verbs():
+    role = find(_runner_rbac(), "Role", RUNNER, "kubeflow")
+    assert _grants(role["rules"]) == RUNNER_ROLE_GRANTS
+
+
+def test_runner_cluster_role_only_reads_cluster_training_runtimes():
+    cluster_role = find(_runner_rbac(), "ClusterRole", RUNNER)
+    assert _grants(cluster_role["rules"]) == RUNNER_CLUSTER_GRANTS
+
+
+@pytest.mark.parametrize("kind", ["Role", "ClusterRole"])
+def test_runner_rbac_comparison_notices_a_missing_verb(kind):
+    """The exact comparison above fails when any one verb of any rule is removed."""
+    rbac = _runner_rbac()
+    role = find(rbac, kind, RUNNER, "kubeflow" if kind == "Role" else None)
+    expected = RUNNER_ROLE_GRANTS if kind == "Role" else RUNNER_CLUSTER_GRANTS
+    checked = 0
+    for index, rule in enumerate(role["rules"]):
+        for verb in rule["verbs"]:
+            rules = copy.deepcopy(role["rules"])
+            rules[index]["verbs"].remove(verb)
+            assert _grants(rules) != expected, (rule, verb)
+            checked += 1
+    assert checked == sum(len(verbs) for verbs in expected.values())
+
+
 @needs_kubectl
 def test_runner_role_is_minimal_and_bound_to_the_service_account(rendered):
-    role = find(rendered, "Role", "simclrv2-pipeline-runner", "kubeflow")
-    for rule in role["rules"]:
-        assert "*" not in rule["verbs"]
-        assert "*" not in rule["resources"]
-        assert "*" not in rule["apiGroups"]
-        assert set(rule["verbs"]) <= {"get", "create", "patch"}
-        if rule["resources"] == ["secrets"]:
-            assert rule["verbs"] == ["get"]
-            assert rule["resourceNames"] == [PROFILE["s3"]["secret"]]
+    role = find(rendered, "Role", RUNNER, "kubeflow")
+    assert _grants(role["rules"]) == RUNNER_ROLE_GRANTS
     secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert len(secret_rules) == 1
-    assert all(
-        "resourceNames" in r
-        for r in role["rules"]
-        if r["apiGroups"] == [""]  # every core-group rule names its objects
-    )
+    # Core-group objects are named, except those the multi-node launcher finds by label
+    # (node pods, their logs and events), which it only reads.
+    for rule in role["rules"]:
+        if rule["apiGroups"] == [""] and "resourceNames" not in rule:
+            assert set(rule["resources"]) <= {"pods", "pods/log", "events"}, rule
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
 
-    binding = find(rendered, "RoleBinding", "simclrv2-pipeline-runner", "kubeflow")
+    subjects = [{"kind": "ServiceAccount", "name": RUNNER, "namespace": "kubeflow"}]
+    binding = find(rendered, "RoleBinding", RUNNER, "kubeflow")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
-        "name": "simclrv2-pipeline-runner",
+        "name": RUNNER,
     }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "simclrv2-pipeline-runner", "namespace": "kubeflow"}
-    ]
+    assert binding["subjects"] == subjects
+
+    cluster_role = find(rendered, "ClusterRole", RUNNER)
+    assert _grants(cluster_role["rules"]) == RUNNER_CLUSTER_GRANTS
+    cluster_binding = find(rendered, "ClusterRoleBinding", RUNNER)
+    assert cluster_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": RUNNER,
+    }
+    assert cluster_binding["subjects"] == subjects
 
 
 @needs_kubectl
@@ -343,3 +418,197 @@ def test_run_local_applies_manifests_kfp_and_the_retry_defaults():
         r"\s*--patch-file manifests/kfp/workflow-controller-retry-defaults\.yaml",
         script,
     )
+
+
+# --- Kubeflow Trainer (multi-node steps) -------------------------------------------------------
+
+TRAINER = MANIFESTS / "trainer"
+TRAINER_VERSION = "v2.3.0"
+RUNTIME_FILE = TRAINER / "simclrv2-torch-runtime.yaml"
+TRAINER_REPO = "github.com/kubeflow/trainer/manifests/"
+
+
+def _runtime() -> dict:
+    (runtime,) = [doc for doc in yaml.safe_load_all(RUNTIME_FILE.read_text()) if doc]
+    return runtime
+
+
+def _without_none(value):
+    """`value` with every None-valued mapping entry removed, recursively (what the API models'
+    to_dict() leaves out)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _differences(expected, actual, path: str = "") -> list[str]:
+    """Where `actual` differs from `expected`: missing or extra keys (a field the model does not
+    know is dropped by from_dict(), e.g. a misspelt one), list lengths, values."""
+    expected, actual = _without_none(expected), _without_none(actual)
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        found = [f"{path}.{key}: dropped" for key in expected.keys() - actual.keys()]
+        found += [f"{path}.{key}: added" for key in actual.keys() - expected.keys()]
+        for key in expected.keys() & actual.keys():
+            found += _differences(expected[key], actual[key], f"{path}.{key}")
+        return sorted(found)
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return [f"{path}: {len(expected)} items became {len(actual)}"]
+        found = []
+        for index, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            found += _differences(e, a, f"{path}[{index}]")
+        return found
+    if type(expected) is not type(actual) or expected != actual:
+        return [f"{path}: {expected!r} became {actual!r}"]
+    return []
+
+
+def _through_trainer_models(runtime: dict) -> dict:
+    from kubeflow_trainer_api.models.trainer_v1alpha1_cluster_training_runtime import (
+        TrainerV1alpha1ClusterTrainingRuntime,
+    )
+
+    return TrainerV1alpha1ClusterTrainingRuntime.from_dict(copy.deepcopy(runtime)).to_dict()
+
+
+def _node_job(runtime: dict) -> dict:
+    (replicated_job,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    return replicated_job
+
+
+def test_runtime_round_trips_through_the_trainer_api_models_unchanged():
+    pytest.importorskip("kubeflow_trainer_api")
+    runtime = _runtime()
+    assert _differences(runtime, _through_trainer_models(runtime)) == []
+
+
+_JOBSET = ("spec", "template", "spec")
+_POD = (*_JOBSET, "replicatedJobs", 0, "template", "spec", "template", "spec")
+# (where, right name, misspelt name) in the runtime, from the JobSet down to the container.
+MISSPELT_FIELDS = [
+    (("spec",), "mlPolicy", "mlpolicy"),
+    (_JOBSET, "failurePolicy", "failurPolicy"),
+    ((*_JOBSET, "replicatedJobs", 0, "template", "spec"), "backoffLimit", "backofLimit"),
+    (_POD, "restartPolicy", "restartpolicy"),
+    ((*_POD, "containers", 0, "securityContext"), "allowPrivilegeEscalation", "allowPrivEsc"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "right", "wrong"), MISSPELT_FIELDS, ids=[wrong for *_, wrong in MISSPELT_FIELDS]
+)
+def test_runtime_round_trip_comparison_catches_a_misspelt_field(path, right, wrong):
+    """The round trip is a schema check: the models drop a field they do not know, and the
+    comparison reports it (a misspelt field would otherwise be silently ignored by Trainer's
+    API server too, which prunes unknown fields)."""
+    pytest.importorskip("kubeflow_trainer_api")
+    runtime = _runtime()
+    parent = runtime
+    for key in path:
+        parent = parent[key]
+    parent[wrong] = parent.pop(right)
+
+    differences = _differences(runtime, _through_trainer_models(runtime))
+
+    assert differences, f"{wrong} went unnoticed"
+    assert any(f".{wrong}: dropped" in d for d in differences), differences
+
+
+def test_runtime_node_job_template_validates_against_kubernetes_schemas():
+    """kubernetes-validate has no schema for Trainer's CRDs (SchemaNotFoundError), so the
+    replicated job's Job template is validated as a batch/v1 Job; the rest of the runtime by
+    the round trip above."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    runtime = _runtime()
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(runtime, KUBERNETES_VERSION, strict=True)
+    template = _node_job(runtime)["template"]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "node", **template["metadata"]},
+        "spec": template["spec"],
+    }
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+
+
+def test_runtime_is_the_torch_runtime_our_launcher_and_trainers_torch_plugin_expect():
+    runtime = _runtime()
+    assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert runtime["kind"] == "ClusterTrainingRuntime"
+    assert runtime["metadata"]["name"] == "simclrv2-torch"
+    assert "namespace" not in runtime["metadata"]  # cluster-scoped
+    assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "torch"
+    assert runtime["spec"]["mlPolicy"] == {"numNodes": 1, "torch": {}}
+
+    jobset = runtime["spec"]["template"]["spec"]
+    # No elastic mode: JobSet restarts every node, which resume from the newest checkpoint.
+    restarts = jobset["failurePolicy"]["maxRestarts"]
+    assert isinstance(restarts, int) and restarts >= 1
+
+    # Trainer v2.3.0 (pkg/constants: Node = "node"): the torch plugin sets PET_* on the
+    # container `node` of the replicated job `node`; its webhook wants replicas 1 there.
+    replicated_job = _node_job(runtime)
+    assert replicated_job["name"] == "node"
+    assert replicated_job.get("replicas", 1) == 1
+    template = replicated_job["template"]
+    assert template["metadata"]["labels"] == {
+        "trainer.kubeflow.org/trainjob-ancestor-step": "trainer"
+    }
+    assert template["spec"]["backoffLimit"] == 0  # a failed node goes to the JobSet policy
+    pod = template["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["name"] == "node"
+    gpu_profile = yaml.safe_load(
+        (ROOT / "pipelines" / "profiles" / "imagenet-r50.yaml").read_text()
+    )
+    assert container["image"] == gpu_profile["image"]  # a default; each TrainJob sets its own
+
+    # Non-root as the image's user (images/Dockerfile: USER <uid>, group 0).
+    (uid,) = re.findall(r"^USER (\d+)$", (ROOT / "images" / "Dockerfile").read_text(), re.M)
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": int(uid), "runAsGroup": 0}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+    # /dev/shm in memory, under the name the launcher's patch merges its sizeLimit into.
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert dshm["emptyDir"]["medium"] == "Memory"
+
+
+def test_trainer_install_pins_v2_3_0_like_the_trainer_api_models():
+    text = (TRAINER / "kustomization.yaml").read_text()
+    kustomization = yaml.safe_load(text)
+    assert kustomization["kind"] == "Kustomization"
+    # Trainer's manager overlay: CRDs, controller, webhooks and JobSet.
+    assert kustomization["resources"] == [f"{TRAINER_REPO}overlays/manager?ref={TRAINER_VERSION}"]
+    # Every ref, comments included (the install instructions), names the same version.
+    refs = re.findall(r"[?&]ref=([\w.-]+)", text)
+    assert refs and set(refs) == {TRAINER_VERSION}, refs
+    # The test models are of that version, and pyproject pins them so.
+    assert importlib.metadata.version("kubeflow-trainer-api") == TRAINER_VERSION.removeprefix("v")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.findall(r'"kubeflow-trainer-api==([^"]+)"', pyproject) == [
+        TRAINER_VERSION.removeprefix("v")
+    ]
+
+
+@needs_kubectl
+def test_trainer_kustomization_renders_with_a_local_stand_in(tmp_path):
+    """manifests/trainer has only its remote base; with a local stand-in for it, `kubectl
+    kustomize` accepts the file (a misspelt kustomization field fails here)."""
+    copy_dir = tmp_path / "trainer"
+    shutil.copytree(TRAINER, copy_dir)
+    kustomization = yaml.safe_load((copy_dir / "kustomization.yaml").read_text())
+    assert all(r.startswith(TRAINER_REPO) for r in kustomization["resources"])
+    kustomization["resources"] = ["standin.yaml"]
+    (copy_dir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    standin = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeflow-system"}}
+    (copy_dir / "standin.yaml").write_text(yaml.safe_dump(standin))
+    result = subprocess.run(
+        [KUBECTL, "kustomize", str(copy_dir)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert [doc for doc in yaml.safe_load_all(result.stdout) if doc] == [standin]

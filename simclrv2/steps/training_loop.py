@@ -66,7 +66,7 @@ def run_training_loop(
     check_health: history -> warnings about the result (none: no checks).
     """
     step, history, resumed_from, start, rng = 0, [], None, (0, 0), None
-    latest = checkpoints.latest()
+    latest = _agreed_latest(checkpoints, context)
     if latest is not None:
         state = checkpoints.load(latest)
         getattr(model, "module", model).load_state_dict(state["model"])
@@ -74,7 +74,8 @@ def run_training_loop(
         scheduler.load_state_dict(state["scheduler"])
         if extra_state is not None:
             extra_state.load_state_dict(state["extra"])
-        step, history, resumed_from, rng = state["step"], state["history"], latest, state["rng"]
+        step, history, resumed_from = state["step"], state["history"], latest
+        rng = _this_ranks_rng(state, context, say, name)
         start = (state["epoch"], state["batch_in_epoch"])
         if start[1] >= steps_per_epoch:  # saved at the end of an epoch: start the next one
             start = (start[0] + 1, 0)
@@ -123,6 +124,7 @@ def run_training_loop(
                         "epoch": epoch,
                         "batch_in_epoch": index,
                         "rng": capture_rng_state(),
+                        "rng_by_rank": _every_ranks_rng(context),
                         "history": history,
                         "config": to_dict(config),
                     }
@@ -138,6 +140,38 @@ def run_training_loop(
             say(f"[{name}] WARNING: {warning}")
         metrics.set_warnings(len(warnings))
     return LoopResult(step, history, resumed_from, warnings)
+
+
+def _every_ranks_rng(context) -> list:
+    """Each rank's RNG state (rank order), so that every rank of a resumed multi-process run
+    continues its own random stream, not rank 0's."""
+    own = capture_rng_state()
+    if not context.distributed:
+        return [own]
+    states = [None] * context.world_size
+    dist.all_gather_object(states, own)
+    return states
+
+
+def _this_ranks_rng(state: dict, context, say, name: str) -> dict:
+    by_rank = state.get("rng_by_rank") or [state["rng"]]
+    if len(by_rank) == context.world_size:
+        return by_rank[context.rank]
+    say(f"[{name}] the checkpoint was written by {len(by_rank)} process(es), this run has "
+        f"{context.world_size}: resuming with rank 0's random state (not bit-identical to an "
+        "uninterrupted run)")  # fmt: skip
+    return state["rng"]
+
+
+def _agreed_latest(checkpoints: CheckpointStore, context) -> str | None:
+    """The checkpoint to resume from, as rank 0 sees it, on every rank: ranks on different
+    nodes list S3 at different moments, and a disagreement would desynchronise DDP."""
+    latest = checkpoints.latest() if context.is_main else None
+    if context.distributed:
+        chosen = [latest]
+        dist.broadcast_object_list(chosen, src=0)
+        latest = chosen[0]
+    return latest
 
 
 def _save(checkpoints: CheckpointStore, step: int, state: dict, context) -> None:
