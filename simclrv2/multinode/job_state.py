@@ -46,6 +46,7 @@ class TrainJobBackend(Protocol):
     def state(self, name: str) -> JobState: ...
 
     def follow_node0_log(self, name: str, emit: Callable[[str], None], stop: threading.Event):
-        """Send node 0's log lines to `emit` until `stop` is set, reconnecting as needed."""
+        """Send node 0's log lines to `emit`, reconnecting as needed; once `stop` is set
+        (the job ended or the run was cancelled), send what is left and return."""
 
     def delete(self, name: str) -> None: ...

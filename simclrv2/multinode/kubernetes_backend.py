@@ -102,15 +102,19 @@ class KubernetesBackend:
         retry_seconds: float = 3.0,
     ) -> None:  # fmt: skip
         """Stream node 0's container log; on a broken stream or a restarted pod, reconnect
-        and skip the lines already shown (by their API-server timestamps)."""
+        and skip the lines already shown (by their API-server timestamps). Once `stop` is
+        set (the job ended), one last pass fetches the tail, then it returns."""
         shown: dict[str, tuple] = {}  # pod -> newest timestamp shown
-        while not stop.is_set():
+        while True:
+            last_pass = stop.is_set()
             try:
                 pod = self._node0_pod(name)
                 if pod is not None:
-                    self._stream(pod, emit, stop, shown)
+                    self._stream(pod, emit, shown)
             except Exception as error:  # the log is a view: never fail the step over it
                 emit(f"[launcher] log stream interrupted ({type(error).__name__}); reconnecting")
+            if last_pass:
+                return
             stop.wait(retry_seconds)
 
     def _node0_pod(self, name: str) -> str | None:
@@ -125,7 +129,7 @@ class KubernetesBackend:
 
         return max(started, key=lambda p: (attempt(p), p.metadata.name)).metadata.name
 
-    def _stream(self, pod: str, emit, stop: threading.Event, shown: dict) -> None:
+    def _stream(self, pod: str, emit, shown: dict) -> None:
         last = shown.get(pod)
         response = self.core.read_namespaced_pod_log(
             pod, self.namespace, container=NODE, follow=True, timestamps=True,
@@ -143,8 +147,6 @@ class KubernetesBackend:
                     if stamp is not None:
                         last = shown[pod] = stamp
                     emit(text)
-                if stop.is_set():
-                    return
         finally:
             response.release_conn()
 

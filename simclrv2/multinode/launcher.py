@@ -92,12 +92,13 @@ def run_multinode_step(
     except BaseException:  # cancelled, timed out, interrupted: leave no job behind
         stop.set()
         _delete(backend, name, say)
+        follower.join(timeout=10)
         raise
     finally:
-        stop.set()
-        follower.join(timeout=30)
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+    stop.set()
+    follower.join(timeout=60)  # the log's tail: the last lines are often the reason
     if state.phase == FAILED:
         _delete(backend, name, say)
         raise TrainJobError(f"{where} failed: {state.describe()}. Node 0's log is above; "
