@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 from kfp import compiler
 
+from pipelines.placement import step_nodes
 from pipelines.simclrv2_pipeline import build_pipeline
 
 REQUIRED = ("name", "image", "work_root", "production", "s3", "parameters", "run_config")
@@ -17,6 +18,9 @@ def load_profile(path: str | Path) -> dict:
     if missing:
         raise ValueError(f"profile {path} lacks {missing}; see pipelines/profiles/tiny.yaml")
     _check_run_config(profile)
+    for step in profile.get("steps", {}):
+        if step != "default":
+            step_nodes(profile, step)  # a bad node count fails here, not on the cluster
     if int(profile.get("shard_parts", 1)) < 1:
         raise ValueError(f"profile {path}: shard_parts must be >= 1")
     gpu_product = profile.get("gpu_product")

@@ -6,6 +6,8 @@ import pytest
 import yaml
 
 from pipelines.compiler import compile_profile, load_profile
+from pipelines.placement import LAUNCHER_RESOURCES, NODE_KEYS
+from simclrv2.multinode.node_spec import SPEC_ENV, NodeSpec
 
 PROFILES = sorted(Path("pipelines/profiles").glob("*.yaml"))
 TRAINING = ("pretrain", "finetune", "supervised", "distill")
@@ -69,6 +71,13 @@ def test_every_step_is_placed_as_its_profile_says(profile, tmp_path):
         platform = k8s[executor]
         assert container["image"] == settings["image"]
         resources = container.get("resources", {})
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        if step.get("nodes", 1) > 1:  # a small CPU launcher; the nodes get the rest
+            _assert_multinode_launcher(settings, step, container, platform)
+            step = {k: v for k, v in step.items() if k not in NODE_KEYS}
+            step |= LAUNCHER_RESOURCES
+        else:
+            assert SPEC_ENV not in env
         if step.get("gpus", 0):
             assert resources["accelerator"]["resourceType"] == step["accelerator"]
             assert resources["accelerator"]["resourceCount"] == str(step["gpus"])
@@ -103,6 +112,67 @@ def test_every_step_is_placed_as_its_profile_says(profile, tmp_path):
         pull_secrets = [s["secretName"] for s in platform.get("imagePullSecret", [])]
         assert pull_secrets == settings.get("image_pull_secrets", [])
         assert platform.get("imagePullPolicy") == settings.get("image_pull_policy")
+
+
+def _assert_multinode_launcher(settings: dict, step: dict, container: dict, platform: dict):
+    resources = container.get("resources", {})
+    assert "accelerator" not in resources
+    assert resources["resourceMemoryLimit"] == LAUNCHER_RESOURCES["memory_limit"]
+    assert "tolerations" not in platform and "nodeSelector" not in platform
+    assert "emptyDirMounts" not in platform
+    env = {e["name"]: e["value"] for e in container["env"]}
+    nodes = NodeSpec.from_json(env[SPEC_ENV])
+    assert nodes.nodes == step["nodes"]
+    expected = step.get("processes_per_node") or step.get("gpus") or 1
+    assert nodes.processes_per_node == expected
+    accelerator = step.get("accelerator", "nvidia.com/gpu")
+    if step.get("gpus"):
+        assert nodes.resources["limits"][accelerator] == str(step["gpus"])
+    assert nodes.resources["limits"]["memory"] == step["memory_limit"]
+    assert nodes.tolerations == step.get("tolerations", [])
+    assert nodes.shm_size == step.get("shm_size")
+    assert nodes.image == settings["image"]
+    assert nodes.active_deadline_seconds == step["timeout_seconds"]
+    assert nodes.secret_env["AWS_SECRET_ACCESS_KEY"] == [
+        settings["s3"]["secret"],
+        settings["s3"]["secret_key_field"],
+    ]
+
+
+def test_a_step_on_several_nodes_becomes_a_launcher_of_a_trainjob(tmp_path):
+    profile = yaml.safe_load(Path("pipelines/profiles/tiny.yaml").read_text())
+    profile["steps"]["distill"] = {"nodes": 3, "processes_per_node": 2, "memory_limit": "3Gi"}
+    path = tmp_path / "tiny-3-nodes.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    spec, k8s, _ = _compile(path, tmp_path)
+    _, task = _tasks_by_name(spec)["distill"]
+    executor = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+    container = spec["deploymentSpec"]["executors"][executor]["container"]
+    step = {**profile["steps"]["default"], **profile["steps"]["distill"]}
+    _assert_multinode_launcher(profile, step, container, k8s[executor])
+    nodes = NodeSpec.from_json({e["name"]: e["value"] for e in container["env"]}[SPEC_ENV])
+    assert (nodes.nodes, nodes.processes_per_node, nodes.world_size) == (3, 2, 6)
+    assert task["retryPolicy"]["maxRetryCount"] == step["retries"]  # a retry re-attaches
+    for other in ("pretrain", "finetune"):
+        _, other_task = _tasks_by_name(spec)[other]
+        other_exec = spec["components"][other_task["componentRef"]["name"]]["executorLabel"]
+        other_env = spec["deploymentSpec"]["executors"][other_exec]["container"]["env"]
+        assert SPEC_ENV not in {e["name"] for e in other_env}
+
+
+@pytest.mark.parametrize(("step", "settings", "message"), [
+    ("pseudolabel", {"nodes": 2}, "only the training steps"),
+    ("pretrain", {"nodes": 0}, "nodes must be an integer >= 1"),
+    ("pretrain", {"nodes": "2"}, "nodes must be an integer >= 1"),
+    ("pretrain", {"processes_per_node": 4}, "applies to multi-node steps"),
+])  # fmt: skip
+def test_bad_node_settings_fail_at_compile_time(tmp_path, step, settings, message):
+    profile = yaml.safe_load(Path("pipelines/profiles/tiny.yaml").read_text())
+    profile["steps"][step] = settings
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    with pytest.raises(ValueError, match=message):
+        load_profile(path)
 
 
 def test_gpu_profiles_put_training_on_gpu_nodes(tmp_path):
