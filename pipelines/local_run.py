@@ -12,6 +12,7 @@ from kfp import local
 
 from pipelines.compiler import load_profile
 from pipelines.local_retry_index import argo_retry_index
+from pipelines.placement import step_nodes
 from pipelines.simclrv2_pipeline import build_pipeline
 from simclrv2.pipeline_support.retrain_decision import GATE_FOLDER, IDENTITY_NAME
 
@@ -49,6 +50,12 @@ def run_local(
     # come back) only delays the error a local user is waiting for: retry after 1 s here.
     for settings in profile.get("steps", {}).values():
         settings.update(backoff_duration="1s", backoff_factor=1)
+    multinode = [
+        s for s in profile.get("steps", {}) if s != "default" and step_nodes(profile, s) > 1
+    ]
+    if multinode:
+        # No Kubeflow Trainer here: the launcher drives local processes through the same code.
+        profile["trainjob_backend"] = "local-processes"
     run_config = apply_overrides(profile["run_config"], list(config_overrides))
     from_dict(RunConfig, run_config)  # reject bad overrides before any work
     values = {
@@ -79,6 +86,12 @@ def run_local(
         "selectors, timeouts); they apply on a cluster. Failed steps are retried as the profile "
         "says, after 1 s."
     )
+    for step in multinode:
+        print_fn(
+            f"[pipeline] {step} runs on {step_nodes(profile, step)} nodes: here as local "
+            "processes with the rendezvous a Kubeflow Trainer TrainJob would give them "
+            "(simclrv2/multinode/local_backend.py)"
+        )
     with warnings.catch_warnings(), argo_retry_index():
         # Said once above instead of once per task; and the image is the profile's, which
         # SubprocessRunner replaces with this environment on purpose.

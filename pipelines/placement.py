@@ -5,7 +5,7 @@ on several nodes, the TrainJob's nodes. Everything here lands in the compiled YA
 from kfp import kubernetes
 
 from pipelines.retry_window import parse_seconds, retry_policy
-from simclrv2.multinode.node_spec import DEFAULT_RUNTIME, SPEC_ENV, NodeSpec
+from simclrv2.multinode.node_spec import BACKEND_ENV, DEFAULT_RUNTIME, SPEC_ENV, NodeSpec
 
 #: The image's non-root user and group (images/Dockerfile: USER 10001, group 0).
 IMAGE_UID = 10001
@@ -76,6 +76,8 @@ def place(task, step: str, profile: dict, display_name: str | None = None):
     nodes = step_nodes(profile, step)
     if nodes > 1:
         task.set_env_variable(SPEC_ENV, node_spec(profile, step, settings, nodes).to_json())
+        if profile.get("trainjob_backend"):  # kfp.local: local processes, not a cluster
+            task.set_env_variable(BACKEND_ENV, str(profile["trainjob_backend"]))
         settings = {**{k: v for k, v in settings.items() if k not in NODE_KEYS},
                     **LAUNCHER_RESOURCES}  # fmt: skip
     task.set_display_name(display_name or step)

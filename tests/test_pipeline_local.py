@@ -17,6 +17,10 @@ CONFIG = [
     "pretrain.optimizer.batch_size=32", "pretrain.optimizer.warmup_epochs=0.0",
     "finetune.optimizer.batch_size=10", "distill.optimizer.batch_size=32",
     "distill.optimizer.warmup_epochs=0.0", "runtime.bf16=false",
+    # The tiny profile's step floors (400/500/200) are for real datasets; 96 images need a
+    # few steps to exercise the pipeline.
+    "pretrain.optimizer.min_steps=0", "finetune.optimizer.min_steps=0",
+    "distill.optimizer.min_steps=0",
     # Seconds of training make weak models; these tests are about the pipeline's mechanics,
     # so the promotion gate only compares with production (its rules: test_promotion_gate.py).
     "promotion.max_below_teacher=1.0", "promotion.min_above_supervised=-1.0",
@@ -24,12 +28,17 @@ CONFIG = [
 ]  # fmt: skip
 
 
-def tiny_pipeline_command(tmp_path, runner: str, *options: str, shard_parts: int = 1) -> list:
-    """`simclrv2 pipeline <runner>` arguments for the tiny profile shrunk to seconds."""
+def tiny_pipeline_command(
+    tmp_path, runner: str, *options: str, shard_parts: int = 1, nodes: dict | None = None
+) -> list:
+    """`simclrv2 pipeline <runner>` arguments for the tiny profile shrunk to seconds;
+    nodes: {step: node count} for multi-node steps."""
     profile = load_profile("pipelines/profiles/tiny.yaml")
     profile["steps"]["default"]["retries"] = 0  # fail fast in a test
     if shard_parts > 1:
         profile["shard_parts"] = shard_parts
+    for step, count in (nodes or {}).items():
+        profile["steps"].setdefault(step, {})["nodes"] = count
     profile_path = tmp_path / "profile.yaml"
     profile_path.write_text(yaml.safe_dump(profile))
     command = ["pipeline", runner, "--profile", str(profile_path), *options]
@@ -93,3 +102,29 @@ def test_whole_pipeline_with_kfp_local_and_promotion_only_when_better(tmp_path, 
     assert (
         yaml.safe_load((second / "evaluate" / "config.yaml").read_text())["run_id"] == second.name
     )
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_pipeline_with_two_node_steps_runs_through_the_launcher(tmp_path, capsys):
+    """The tiny profile with pretrain and distill on 2 nodes: each task launches a TrainJob
+    that the local-process backend runs as 2 torchrun "nodes" (PET_* rendezvous, gloo)."""
+    from simclrv2.cli import main
+
+    out = tmp_path / "out"
+    command = tiny_pipeline_command(tmp_path, "run-local", "--output", str(out),
+                                    nodes={"pretrain": 2, "distill": 2})  # fmt: skip
+    assert main(command) == 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert "pretrain runs on 2 nodes" in printed and "distill runs on 2 nodes" in printed
+    for step in ("pretrain", "distill"):
+        assert f"[{step}] TrainJob simclrv2-{step}-" in printed, step
+        assert "world size 2" in printed
+    assert "[node 0] [pretrain]" in printed  # node 0's log in the launcher's
+    (run_dir,) = (out / "work").iterdir()
+    for step in ("pretrain", "distill"):
+        config = yaml.safe_load((run_dir / step / "launch" / "run.yaml").read_text())
+        assert config["run_id"] == run_dir.name
+        assert (run_dir / step / "model.pt").is_file()
+    assert json.loads((out / "production" / "promoted.json").read_text())["run_id"] == run_dir.name

@@ -19,13 +19,11 @@ from simclrv2.config.loading import dump_config
 from simclrv2.config.run_config import RunConfig
 from simclrv2.multinode.job_state import COMPLETE, FAILED, MISSING, TrainJobBackend
 from simclrv2.multinode.kubernetes_backend import KubernetesBackend, TrainJobError
-from simclrv2.multinode.node_spec import NodeSpec
+from simclrv2.multinode.node_spec import BACKEND_ENV, NodeSpec
 from simclrv2.multinode.trainjob import build_trainjob, trainjob_name
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import join_uri
 
-#: kubernetes (default) or local-processes (kfp.local, tests: local_backend.py).
-BACKEND_ENV = "SIMCLRV2_TRAINJOB_BACKEND"
 #: How long past activeDeadlineSeconds the launcher waits for Trainer to report the end.
 DEADLINE_GRACE_SECONDS = 600
 

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 #: The launcher's environment variable that holds the NodeSpec as JSON.
 SPEC_ENV = "SIMCLRV2_TRAINJOB"
+#: Where the launcher runs TrainJobs: kubernetes (default) or local-processes (kfp.local and
+#: tests: simclrv2/multinode/local_backend.py).
+BACKEND_ENV = "SIMCLRV2_TRAINJOB_BACKEND"
 #: Our ClusterTrainingRuntime (manifests/trainer).
 DEFAULT_RUNTIME = "simclrv2-torch"
 
