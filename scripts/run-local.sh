@@ -132,9 +132,18 @@ import yaml
 profile = yaml.safe_load(open(sys.argv[1]))
 print(profile["image"])
 print(profile["work_root"])
+steps = profile.get("steps", {})
+print(" ".join(s for s, v in steps.items() if s != "default" and int(v.get("nodes", 1)) > 1))
 PY
 )
-{ read -r profile_image; read -r work_root; } <<<"$profile_fields"
+{ read -r profile_image; read -r work_root; read -r multinode_steps || true; } <<<"$profile_fields"
+if [[ -n $multinode_steps ]]; then
+    [[ $TRAINER == 1 ]] ||
+        die "$PROFILE_FILE runs $multinode_steps on several nodes, as Kubeflow Trainer TrainJobs:" \
+            "set TRAINER=1 to install Trainer too (TRAINER=1 PROFILE=$PROFILE make run-local)."
+    # The launcher creates and watches TrainJobs: KFP's default runner may not.
+    SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-simclrv2-pipeline-runner}
+fi
 [[ $profile_image == "$IMAGE" ]] ||
     die "$PROFILE_FILE runs image $profile_image but IMAGE=$IMAGE: the run would not use the" \
         "image loaded into kind. Set IMAGE=$profile_image or change the profile."

@@ -234,6 +234,7 @@ def up_to_the_compile_step(sandbox: Sandbox, trainer_installed: bool = False) ->
         "manifests/trainer/kustomization.yaml",
         "manifests/trainer/simclrv2-torch-runtime.yaml",
         "pipelines/profiles/tiny.yaml",
+        "pipelines/profiles/tiny-2-nodes.yaml",
     ):
         (sandbox.repo / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / path, sandbox.repo / path)
@@ -241,11 +242,10 @@ def up_to_the_compile_step(sandbox: Sandbox, trainer_installed: bool = False) ->
     env_file.parent.mkdir(parents=True)
     env_file.write_text("accesskey=test-access\nsecretkey=test-secret\n")
     venv_bin = sandbox.repo / ".venv" / "bin"
-    # The profile's image and work_root, asked of python; every other python call succeeds.
+    # The profile's fields are read by the real interpreter; every other python call succeeds.
     sandbox.fake(
         "python",
-        'if [ "$2" = pipelines/profiles/tiny.yaml ]; then\n'
-        "    printf 'simclrv2:0.1.0-cpu\\ns3://mlpipeline/simclrv2/runs\\n'\nfi",
+        f'case "$2" in pipelines/profiles/*.yaml) exec {sys.executable} "$@" ;; esac',
         folder=venv_bin,
     )
     sandbox.fake("simclrv2", "exit 1", folder=venv_bin)
@@ -377,3 +377,14 @@ def test_clean_local_without_kind_says_how_to_install_it(sandbox):
     assert "kind not found" in result.stderr
     assert "kind.sigs.k8s.io" in result.stderr
     assert sandbox.recorded() == []
+
+
+def test_run_local_refuses_a_multi_node_profile_without_trainer(sandbox):
+    up_to_the_compile_step(sandbox)
+
+    result = sandbox.run("run-local.sh", PROFILE="tiny-2-nodes")
+
+    assert result.returncode != 0
+    assert "pretrain distill on several nodes" in result.stderr
+    assert "TRAINER=1 PROFILE=tiny-2-nodes make run-local" in result.stderr
+    assert not [c for c in sandbox.recorded() if c.split()[0] in ("kubectl", "kind", "simclrv2")]

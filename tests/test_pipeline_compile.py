@@ -241,3 +241,13 @@ def test_bad_profiles_are_rejected(tmp_path):
     bad.write_text(yaml.safe_dump(profile))
     with pytest.raises(ValueError, match=r"unknown setting pretrain\.temprature"):
         load_profile(bad)
+
+
+def test_the_two_node_tiny_profile_is_tiny_with_two_node_steps():
+    tiny = load_profile("pipelines/profiles/tiny.yaml")
+    two = load_profile("pipelines/profiles/tiny-2-nodes.yaml")
+    assert two["steps"].pop("pretrain") == {"nodes": 2}
+    assert two["steps"].pop("distill") == {"nodes": 2}
+    for key in ("name", "description"):
+        del tiny[key], two[key]
+    assert two == tiny  # the rest stays in step with tiny.yaml
