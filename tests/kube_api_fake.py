@@ -101,8 +101,8 @@ class FakeKubernetes:
             "lastTransitionTime": "2026-12-01T00:00:00Z",
         }]}  # fmt: skip
 
-    def pod_name(self, job: str) -> str:
-        return f"{job}-node-0-0-x7k2p"
+    def pod_name(self, job: str, rank: int = 0) -> str:
+        return f"{job}-node-0-{rank}-x7k2p"
 
 
 def _status(code: int, reason: str, message: str, name: str = "") -> dict:
@@ -200,12 +200,22 @@ class _Handler(BaseHTTPRequestHandler):
             )
             job = selector.get("jobset.sigs.k8s.io/jobset-name")
             items = []
-            if job in fake.jobs and selector.get("jobset.sigs.k8s.io/job-index") == "0":
-                items.append({
-                    "metadata": {"name": fake.pod_name(job), "namespace": fake.namespace,
-                                 "labels": {**selector, "jobset.sigs.k8s.io/restart-attempt": "0"}},
-                    "status": {"phase": "Running"},
-                })  # fmt: skip
+            if job in fake.jobs and selector.get("jobset.sigs.k8s.io/replicatedjob-name") == "node":
+                # One indexed Job of numNodes pods (Trainer); the completion index is the node
+                # rank, as a label and an annotation. Only node 0's log is scripted.
+                for rank in range(int(fake.jobs[job]["spec"]["trainer"]["numNodes"])):
+                    index = {"batch.kubernetes.io/job-completion-index": str(rank)}
+                    labels = {
+                        **selector,
+                        "jobset.sigs.k8s.io/job-index": "0",
+                        "jobset.sigs.k8s.io/restart-attempt": "0",
+                        **index,
+                    }
+                    items.append({
+                        "metadata": {"name": fake.pod_name(job, rank), "namespace": fake.namespace,
+                                     "labels": labels, "annotations": index},
+                        "status": {"phase": "Running"},
+                    })  # fmt: skip
             return self._send(
                 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
             )
@@ -216,7 +226,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream_log(self, pod: str, query: dict) -> None:
         fake = self.fake
         job = next((j for j in fake.jobs if fake.pod_name(j) == pod), None)
-        if job is None:
+        if job is None:  # another node's pod: its log is not node 0's
+            others = [fake.pod_name(j, r) for j in fake.jobs for r in range(1, 64)]
+            if pod in others:
+                fake.requests.append(Recorded("GET", f"wrong-node-log/{pod}", {}))
             return self._send(404, _status(404, "NotFound", f'pods "{pod}" not found'))
         # Go's strconv.ParseBool, as the API server reads booleans (the client sends "True").
         true = {"1", "t", "T", "TRUE", "true", "True"}

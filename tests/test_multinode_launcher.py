@@ -74,6 +74,7 @@ def test_success_creates_one_trainjob_streams_node0_and_returns_the_model(fake, 
     assert not fake.calls("DELETE")  # a completed job stays for inspection
     node0 = [line for line in lines if line.startswith("[node 0]")]
     assert node0 == [f"[node 0] [pretrain] step {i}/5" for i in range(1, 6)]
+    assert not fake.calls("GET", "wrong-node-log")  # node 1's pod was listed, not followed
     assert any("Complete" in line and "after" in line for line in lines)
 
 

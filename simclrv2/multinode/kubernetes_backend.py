@@ -12,11 +12,12 @@ from simclrv2.multinode.job_state import MISSING, JobState, state_from_status
 from simclrv2.multinode.trainjob import API_GROUP, API_VERSION, NODE, PLURAL
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-# JobSet's pod labels: node 0 is job index 0 of the replicated job `node`; a restarted JobSet
-# makes new pods with a higher restart attempt.
+# JobSet's pod labels. Trainer makes one Job of `numNodes` indexed pods in the replicated job
+# `node`; a pod's completion index is its node rank (PET_NODE_RANK), in a label (Kubernetes
+# 1.28+) and an annotation. A restarted JobSet makes new pods with a higher restart attempt.
 JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
-JOB_INDEX = "jobset.sigs.k8s.io/job-index"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 RESTART_ATTEMPT = "jobset.sigs.k8s.io/restart-attempt"
 
 RBAC_HINT = (
@@ -118,15 +119,22 @@ class KubernetesBackend:
             stop.wait(retry_seconds)
 
     def _node0_pod(self, name: str) -> str | None:
-        selector = f"{JOBSET_NAME}={name},{REPLICATED_JOB}={NODE},{JOB_INDEX}=0"
+        selector = f"{JOBSET_NAME}={name},{REPLICATED_JOB}={NODE}"
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
-        started = [p for p in pods if (p.status.phase or "Pending") != "Pending"]
-        if not started:
-            return None
+
+        def node_rank(pod) -> str | None:
+            labels, notes = pod.metadata.labels or {}, pod.metadata.annotations or {}
+            return labels.get(COMPLETION_INDEX, notes.get(COMPLETION_INDEX))
 
         def attempt(pod) -> int:
             return int((pod.metadata.labels or {}).get(RESTART_ATTEMPT, "0") or 0)
 
+        started = [
+            p for p in pods
+            if node_rank(p) == "0" and (p.status.phase or "Pending") != "Pending"
+        ]  # fmt: skip
+        if not started:
+            return None
         return max(started, key=lambda p: (attempt(p), p.metadata.name)).metadata.name
 
     def _stream(self, pod: str, emit, shown: dict) -> None:
