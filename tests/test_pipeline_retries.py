@@ -191,7 +191,8 @@ def test_gpu_profiles_run_the_image_make_images_builds(tmp_path):
     for profile in PROFILES:
         spec, _, _ = _compile(profile, tmp_path)
         images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-        expected = "simclrv2:0.1.0-cpu" if profile == TINY else "simclrv2:0.1.0-gpu"
+        cpu_only = profile.stem.startswith("tiny")  # tiny and tiny-2-nodes
+        expected = "simclrv2:0.1.0-cpu" if cpu_only else "simclrv2:0.1.0-gpu"
         assert images == {expected}, profile
 
 
