@@ -161,3 +161,10 @@ def test_a_completed_job_without_a_model_fails(fake, backend, tmp_path):
     lines = []
     with pytest.raises(TrainJobError, match="wrote no"):
         _launch(backend, str(tmp_path / "empty" / "pretrain"), lines)
+
+
+def test_outside_a_cluster_the_error_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    with pytest.raises(TrainJobError, match="SIMCLRV2_TRAINJOB_BACKEND=local-processes"):
+        KubernetesBackend.from_environment("kubeflow")

@@ -50,7 +50,15 @@ class KubernetesBackend:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            try:
+                config.load_kube_config()
+            except (config.ConfigException, OSError) as error:
+                raise TrainJobError(
+                    "a multi-node step needs a Kubernetes cluster with Kubeflow Trainer: none "
+                    f"found (not in a pod, and no usable kubeconfig: {error}). Run it on the "
+                    "cluster, set KUBECONFIG, or set SIMCLRV2_TRAINJOB_BACKEND=local-processes "
+                    "to run its nodes as processes on this machine"
+                ) from error
         if namespace is None:
             namespace = (
                 SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
