@@ -351,3 +351,76 @@ def test_param_groups_drive_lars():
             before[name], grads[name], np.zeros_like(before[name]), lr=lr, **s
         )
         np.testing.assert_allclose(after[name], w_exp, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def _resnet_like(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5)
+    )
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_foreach_lars_matches_the_per_tensor_loop_step_for_step(nesterov, dtype):
+    models = [_resnet_like(3).to(dtype) for _ in range(2)]
+    optimizers = [
+        LARS(lars_param_groups(model, 1e-4, ("4",)), lr=0.3, nesterov=nesterov, foreach=foreach)
+        for model, foreach in zip(models, (True, False), strict=True)
+    ]
+    torch.manual_seed(0)
+    for _ in range(6):
+        batch = torch.randn(4, 3, 6, 6, dtype=dtype)
+        for model, optimizer in zip(models, optimizers, strict=True):
+            optimizer.zero_grad()
+            model(batch).float().pow(2).mean().backward()
+            optimizer.step()
+        fast, slow = (dict(m.named_parameters()) for m in models)
+        for name in fast:
+            # Same arithmetic; the norms' summation order and bf16 rounding inside fused
+            # kernels may differ by one unit in the last place.
+            ulp = (
+                {"rtol": 1e-5, "atol": 1e-7}
+                if dtype == torch.float32
+                else {"rtol": 2**-7, "atol": 2**-9}
+            )
+            torch.testing.assert_close(fast[name], slow[name], **ulp, msg=name)
+        # Step for step: both continue from the loop's state, so differences cannot compound.
+        with torch.no_grad():
+            for name, p in fast.items():
+                p.copy_(slow[name])
+                state = optimizers[0].state[p]["momentum_buffer"]
+                state.copy_(optimizers[1].state[slow[name]]["momentum_buffer"])
+
+
+def test_foreach_lars_updates_every_group_and_skips_params_without_grad():
+    model = _resnet_like(1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = LARS(lars_param_groups(model, 1e-4, ("4",)), lr=0.1, foreach=True)
+    model(torch.randn(2, 3, 6, 6)).sum().backward()
+    model[4].bias.grad = None  # e.g. a frozen bias
+    optimizer.step()
+    for name, p in model.named_parameters():
+        changed = not torch.equal(p, before[name])
+        assert changed == (name != "4.bias"), name
+
+
+def test_a_state_dict_without_foreach_still_steps():
+    model = _resnet_like(2)
+    optimizer = LARS(model.parameters(), lr=0.1, foreach=True)
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        del group["foreach"]  # as written before the option existed
+    optimizer.load_state_dict(state)
+    model(torch.randn(2, 3, 6, 6)).sum().backward()
+    optimizer.step()
+    assert optimizer.state
+
+
+def test_the_lars_benchmark_runs_and_compares_both_variants(capsys):
+    from benchmarks.lars_step import main
+
+    assert main(["--depth", "18", "--width", "0.125", "--steps", "1", "--rounds", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "| loop (baseline)  |" in table and "| foreach          |" in table
+    assert "1.00x" in table

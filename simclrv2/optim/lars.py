@@ -61,6 +61,12 @@ class LARS(torch.optim.Optimizer):
         eeta: trust coefficient (reference default 0.001).
         nesterov: use the Nesterov form of the update (reference ``use_nesterov``).
         lars_adaptation: whether groups adapt the learning rate by the trust ratio by default.
+        foreach: update all tensors of a group with multi-tensor (``torch._foreach_*``) kernels
+            instead of a Python loop over them: a few kernel launches per group rather than
+            ~10 per tensor. Same arithmetic; the norms may differ in the last bits (another
+            summation order). None (default): on CUDA tensors only, as torch.optim does; on
+            the CPU it measured 0.86x the loop at ResNet-50 size and 1.31x at ResNet-18 0.25x
+            (benchmarks/lars_step.py).
     """
 
     def __init__(
@@ -72,8 +78,10 @@ class LARS(torch.optim.Optimizer):
         eeta: float = EETA_DEFAULT,
         nesterov: bool = False,
         lars_adaptation: bool = True,
+        foreach: bool | None = None,
     ) -> None:
         defaults = {
+            "foreach": foreach,
             "lr": lr,
             "momentum": momentum,
             "weight_decay": weight_decay,
@@ -97,6 +105,7 @@ class LARS(torch.optim.Optimizer):
             group.setdefault("nesterov", False)
             group.setdefault("lars_adaptation", True)
             group.setdefault("eeta", EETA_DEFAULT)
+            group.setdefault("foreach", None)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -107,53 +116,88 @@ class LARS(torch.optim.Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
-            lr = group["lr"]
-            momentum = group["momentum"]
-            weight_decay = group["weight_decay"]
-            eeta = group["eeta"]
-            nesterov = group["nesterov"]
-            adapt = group["lars_adaptation"]
-
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if grad.is_sparse:
-                    raise RuntimeError("LARS does not support sparse gradients")
-
-                if weight_decay != 0:
-                    grad = grad.add(p, alpha=weight_decay)
-
-                if adapt:
-                    # Half/bfloat16 norms are taken in float32 so that they cannot overflow.
-                    low = p.dtype in (torch.float16, torch.bfloat16)
-                    norm_dtype = torch.float32 if low else None
-                    w_norm = torch.linalg.vector_norm(p, dtype=norm_dtype)
-                    g_norm = torch.linalg.vector_norm(grad, dtype=norm_dtype)
-                    trust = torch.where(
-                        (w_norm > 0) & (g_norm > 0),
-                        eeta * w_norm / g_norm,
-                        torch.ones_like(w_norm),
-                    )
-                    # A 0-dim tensor does not change the dtype of the products below.
-                    scaled_lr: torch.Tensor | float = trust.mul_(lr)
-                else:
-                    scaled_lr = lr
-
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["momentum_buffer"] = buf
-                # v <- momentum * v + scaled_lr * g
-                buf.mul_(momentum).add_(grad * scaled_lr)
-
-                if nesterov:
-                    p.sub_(buf * momentum + grad * scaled_lr)
-                else:
-                    p.sub_(buf)
+            params = [p for p in group["params"] if p.grad is not None]
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("LARS does not support sparse gradients")
+            # Groups restored from an older state dict have no "foreach" key.
+            foreach = group.get("foreach")
+            for bucket in _by_device_and_dtype(params):
+                fast = bucket[0].is_cuda if foreach is None else foreach
+                (self._update_foreach if fast else self._update_loop)(group, bucket)
 
         return loss
+
+    def _update_loop(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """The update of the module docstring, one tensor at a time."""
+        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+        for p in params:
+            grad = p.grad
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            if group["lars_adaptation"]:
+                w_norm = torch.linalg.vector_norm(p, dtype=_norm_dtype(p))
+                g_norm = torch.linalg.vector_norm(grad, dtype=_norm_dtype(p))
+                # A 0-dim tensor does not change the dtype of the products below.
+                scaled_lr: torch.Tensor | float = _trust(w_norm, g_norm, group["eeta"]).mul_(lr)
+            else:
+                scaled_lr = lr
+            buf = self._momentum_buffers([p])[0]
+            buf.mul_(momentum).add_(grad * scaled_lr)  # v <- momentum * v + scaled_lr * g
+            if group["nesterov"]:
+                p.sub_(buf * momentum + grad * scaled_lr)
+            else:
+                p.sub_(buf)
+
+    def _update_foreach(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """The same update for tensors of one device and dtype, with multi-tensor kernels."""
+        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+        grads = [p.grad for p in params]
+        if weight_decay != 0:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        if group["lars_adaptation"]:
+            dtype = _norm_dtype(params[0])
+            w_norms = torch.stack(torch._foreach_norm(params, 2, dtype=dtype))
+            g_norms = torch.stack(torch._foreach_norm(grads, 2, dtype=dtype))
+            scaled_lrs = _trust(w_norms, g_norms, group["eeta"]).mul_(lr).unbind(0)
+            steps = torch._foreach_mul(grads, list(scaled_lrs))  # one 0-dim factor each
+        else:
+            steps = torch._foreach_mul(grads, lr)
+        buffers = self._momentum_buffers(params)
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, steps)
+        if group["nesterov"]:
+            torch._foreach_sub_(params, torch._foreach_add(torch._foreach_mul(buffers, momentum),
+                                                           steps))  # fmt: skip
+        else:
+            torch._foreach_sub_(params, buffers)
+
+    def _momentum_buffers(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        buffers = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:  # zero-initialised, as in the reference
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            buffers.append(state["momentum_buffer"])
+        return buffers
+
+
+def _norm_dtype(p: torch.Tensor) -> torch.dtype | None:
+    """Half/bfloat16 norms are taken in float32 so that they cannot overflow."""
+    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _trust(w_norm: torch.Tensor, g_norm: torch.Tensor, eeta: float) -> torch.Tensor:
+    """eeta * ||w|| / ||g|| where both norms are positive, else 1 (elementwise)."""
+    return torch.where((w_norm > 0) & (g_norm > 0), eeta * w_norm / g_norm,
+                       torch.ones_like(w_norm))  # fmt: skip
+
+
+def _by_device_and_dtype(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Multi-tensor kernels take tensors of one device and dtype."""
+    buckets: dict[tuple, list[torch.Tensor]] = {}
+    for p in params:
+        buckets.setdefault((p.device, p.dtype), []).append(p)
+    return list(buckets.values())
 
 
 def _matches_prefix(name: str, prefix: str) -> bool:
