@@ -10,14 +10,15 @@ import pytest
 from kubernetes import client
 
 from simclrv2.config.run_config import RunConfig
-from simclrv2.multinode.kubernetes_backend import KubernetesBackend, TrainJobError
+from simclrv2.multinode.job_state import TrainJobError
+from simclrv2.multinode.kubernetes_backend import KubernetesBackend
 from simclrv2.multinode.launcher import Cancelled, run_multinode_step
 from simclrv2.multinode.node_spec import NodeSpec
 from simclrv2.multinode.trainjob import build_trainjob, trainjob_name
 from tests.kube_api_fake import FakeKubernetes, Script
 
 SPEC = NodeSpec(
-    nodes=2, processes_per_node=8, image="registry.example/simclrv2:0.1.0-gpu",
+    nodes=2, processes_per_node=8, image="ghcr.io/acme/simclrv2:0.1.0-gpu",
     resources={"requests": {"cpu": "64", "nvidia.com/gpu": "8"},
                "limits": {"nvidia.com/gpu": "8"}},
     node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},

@@ -27,22 +27,18 @@ from simclrv2.pipeline_support.gpu_launch import torchrun_command
 from simclrv2.shards.shard_dataset import ShardRequest, shard_dataset
 from simclrv2.steps.model_artifact import load_model
 from simclrv2.storage.object_store import ObjectStore
+from tests.test_pretrain_step import TINY as PRETRAIN_TINY
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-# 256 images, global batch 32 (8 per process), 2 epochs: 16 steps; checkpoints every 4.
+# test_pretrain_step's tiny run, on 256 images with global BN and no loader workers (4
+# processes share this machine's cores): global batch 32 (8 per process), 2 epochs, 16 steps;
+# checkpoints every 4.
 TINY = {
-    "data": {"image_size": 28, "image_mode": "gray", "num_workers": 0, "shuffle_buffer": 32},
-    "model": {"encoder": {"depth": 18, "width_multiplier": 0.125}},
-    "pretrain": {
-        "optimizer": {"epochs": 2, "batch_size": 32, "base_learning_rate": 0.075,
-                      "learning_rate_scaling": "sqrt", "warmup_epochs": 0.5,
-                      "weight_decay": 1e-4},
-        "temperature": 0.5,
-    },
-    "runtime": {"checkpoint_every_steps": 4, "log_every_steps": 4, "bf16": False,
-                "channels_last": False, "global_bn": True},
-}  # fmt: skip
+    **PRETRAIN_TINY,
+    "data": {**PRETRAIN_TINY["data"], "num_workers": 0, "shuffle_buffer": 32},
+    "runtime": {**PRETRAIN_TINY["runtime"], "global_bn": True},
+}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from simclrv2.multinode.node_spec import SPEC_ENV, NodeSpec, spec_from_environme
 from simclrv2.multinode.trainjob import NODE, build_trainjob, trainjob_name
 
 SPEC = NodeSpec(
-    nodes=4, processes_per_node=8, image="registry.example/simclrv2:0.1.0-gpu",
+    nodes=4, processes_per_node=8, image="ghcr.io/acme/simclrv2:0.1.0-gpu",
     resources={"requests": {"cpu": "64", "memory": "400Gi", "nvidia.com/gpu": 8},
                "limits": {"memory": "600Gi", "nvidia.com/gpu": 8}},
     node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},

@@ -9,6 +9,10 @@ from typing import Protocol
 RUNNING, COMPLETE, FAILED, MISSING = "Running", "Complete", "Failed", "Missing"
 
 
+class TrainJobError(RuntimeError):
+    """A TrainJob was refused, failed or lost; the message says why and what to do."""
+
+
 @dataclass(frozen=True)
 class JobState:
     phase: str  # RUNNING, COMPLETE, FAILED or MISSING

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from simclrv2.multinode.job_state import MISSING, JobState, state_from_status
+from simclrv2.multinode.job_state import MISSING, JobState, TrainJobError, state_from_status
 from simclrv2.multinode.trainjob import API_GROUP, API_VERSION, NODE, PLURAL
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -27,10 +27,6 @@ RBAC_HINT = (
     "clustertrainingruntimes read) and start the run with "
     "--service-account simclrv2-pipeline-runner"
 )
-
-
-class TrainJobError(RuntimeError):
-    """The cluster refused or lost a TrainJob; the message says why and what to do."""
 
 
 class KubernetesBackend:

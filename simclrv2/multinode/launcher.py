@@ -17,8 +17,14 @@ import time
 
 from simclrv2.config.loading import dump_config
 from simclrv2.config.run_config import RunConfig
-from simclrv2.multinode.job_state import COMPLETE, FAILED, MISSING, TrainJobBackend
-from simclrv2.multinode.kubernetes_backend import KubernetesBackend, TrainJobError
+from simclrv2.multinode.job_state import (
+    COMPLETE,
+    FAILED,
+    MISSING,
+    TrainJobBackend,
+    TrainJobError,
+)  # fmt: skip
+from simclrv2.multinode.kubernetes_backend import KubernetesBackend
 from simclrv2.multinode.node_spec import BACKEND_ENV, NodeSpec
 from simclrv2.multinode.trainjob import build_trainjob, trainjob_name
 from simclrv2.storage.object_store import ObjectStore
