@@ -28,9 +28,15 @@ class DataSettings:
     num_workers: int = 2
     shuffle_buffer: int = 1000
     max_corrupt_fraction: float = 0.01
+    # Where training augmentations run (simclrv2/data/step_data.py): cpu = per image in the
+    # DataLoader workers; gpu = as one batch on the training device (the GPU; on a machine
+    # without one, the CPU); auto = gpu on CUDA, and on CPU for images of 32 px or less.
+    pipeline: Literal["cpu", "gpu", "auto"] = "auto"
 
     def __post_init__(self):
         _positive("data", image_size=self.image_size)
+        if self.pipeline not in ("cpu", "gpu", "auto"):
+            raise ValueError(f"data.pipeline must be cpu, gpu or auto, got {self.pipeline!r}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if not 0 <= self.max_corrupt_fraction <= 1:

@@ -27,6 +27,11 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 # The reference centre-crops 87.5 % of the shorter side for evaluation (standard for ImageNet).
 CROP_FRACTION = 0.875
+# Colour distortion, greyscale and blur are each applied with these probabilities.
+COLOR_JITTER_P = 0.8
+GRAYSCALE_P = 0.2
+BLUR_P = 0.5
+BLUR_SIGMA = (0.1, 2.0)
 # Images this size or smaller use the CIFAR recipe: no blur in pretraining, no eval crop.
 SMALL_IMAGE_SIZE = 32
 # The reference resizes with bicubic interpolation.
@@ -73,6 +78,19 @@ def blur_kernel_size(image_size: int) -> int:
     return 2 * radius + 1
 
 
+def color_distortion(color_jitter_strength: float) -> v2.RandomApply:
+    """Colour jitter of strength s with p=0.8: brightness, contrast and saturation 0.8 s, hue
+    0.2 s. torchvision's ColorJitter applies its four ops in a random order, as the reference
+    does; its brightness is multiplicative, matching the reference's 'simclrv2' impl."""
+    s = color_jitter_strength
+    return v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=COLOR_JITTER_P)
+
+
+def random_blur(kernel_size: int) -> v2.RandomApply:
+    """Gaussian blur with sigma uniform in [0.1, 2.0], p=0.5."""
+    return v2.RandomApply([v2.GaussianBlur(kernel_size, sigma=BLUR_SIGMA)], p=BLUR_P)
+
+
 def pretrain_transform(
     image_size: int, color_jitter_strength: float = 1.0, blur: bool | None = None
 ) -> v2.Compose:
@@ -87,7 +105,6 @@ def pretrain_transform(
             larger than 32 px, off for 32 px and smaller (the CIFAR recipe drops blur). Blur is
             skipped when the kernel would be 1 px (images under 20 px).
     """
-    s = color_jitter_strength
     if blur is None:
         blur = image_size > SMALL_IMAGE_SIZE
     kernel = blur_kernel_size(image_size)
@@ -96,13 +113,11 @@ def pretrain_transform(
         *_to_float(),
         _random_resized_crop(image_size),
         v2.RandomHorizontalFlip(p=0.5),
-        # torchvision's ColorJitter applies its four ops in a random order, as the reference
-        # does; its brightness is multiplicative, matching the reference's 'simclrv2' impl.
-        v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
+        color_distortion(color_jitter_strength),
+        v2.RandomGrayscale(p=GRAYSCALE_P),
     ]
     if blur and kernel > 1:
-        transforms.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
+        transforms.append(random_blur(kernel))
     transforms += _finish()
     return v2.Compose(transforms)
 

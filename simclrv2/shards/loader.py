@@ -246,6 +246,8 @@ def make_shard_loader(
     check: bool = True,
     epoch: int = 0,
     persistent_workers: bool = True,
+    collate_fn: Callable | None = None,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader of (images, labels) batches over one split of a sharded dataset.
 
@@ -258,6 +260,8 @@ def make_shard_loader(
     epoch: the first pass's epoch (each later pass is the next). Everything random (shard
     order, shuffle buffer, the workers' torch seeds, hence augmentations) derives from (seed,
     epoch): a resumed run rebuilds the loader at its epoch and replays the same batches.
+    collate_fn: how samples become a batch (default: torch's default_collate).
+    pin_memory: page-locked batches, for asynchronous copies to a GPU.
     """
     info = manifest.split(split)
     check_options(image_mode, max_corrupt_fraction)
@@ -276,7 +280,7 @@ def make_shard_loader(
         info.uris, samples, decoder, batch_size=batch_size, num_workers=num_workers,
         shuffle_buffer=shuffle_buffer, seed=seed, samples_per_epoch=samples_per_epoch,
         rank=rank, world_size=world_size, epoch=epoch, drop_last=drop_last,
-        persistent_workers=persistent_workers,
+        persistent_workers=persistent_workers, collate_fn=collate_fn, pin_memory=pin_memory,
     )  # fmt: skip
 
 
@@ -302,6 +306,8 @@ def build_loader(
     epoch: int,
     drop_last: bool,
     persistent_workers: bool,
+    collate_fn: Callable | None = None,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """The frame every shard loader shares: this reader's shards -> `sample_stages` (shard
     dicts to sample dicts) -> shuffle buffer -> `decoder` -> fixed epoch length -> batches."""
@@ -330,6 +336,8 @@ def build_loader(
         num_workers=num_workers,
         drop_last=drop_last,
         persistent_workers=persistent_workers and num_workers > 0,
+        collate_fn=collate_fn,
+        pin_memory=pin_memory,
         # Workers' torch seeds (augmentations) follow from this generator.
         generator=torch.Generator().manual_seed(hash((seed, rank, epoch)) % 2**62),
     )

@@ -159,6 +159,8 @@ def make_distill_loader(
     drop_last: bool = False,
     with_keys: bool = False,
     check: bool = True,
+    collate_fn: Callable | None = None,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader of (images, teacher_logits) batches over the unlabeled split.
 
@@ -182,4 +184,5 @@ def make_distill_loader(
         batch_size=batch_size, num_workers=num_workers, shuffle_buffer=shuffle_buffer,
         seed=seed, samples_per_epoch=samples_per_epoch, rank=rank, world_size=world_size,
         epoch=epoch, drop_last=drop_last, persistent_workers=persistent_workers,
+        collate_fn=collate_fn, pin_memory=pin_memory,
     )  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from simclrv2.config.run_config import RunConfig
-from simclrv2.data.augmentations import finetune_transform
+from simclrv2.data.step_data import finetune_data
 from simclrv2.models.simclr_model import Classifier
 from simclrv2.objectives.distillation import distillation_loss, teacher_probabilities
 from simclrv2.performance import autocast, prepare_images
@@ -68,7 +68,9 @@ def distill(
         model, settings, step.budget, classifier_prefixes=("classifier",)
     )
     last_step = min(total, max_steps) if max_steps else total
-    transform = finetune_transform(config.data.image_size)
+    data = finetune_data(config.data.pipeline, step.context.device, config.data.image_size)
+    step.say(f"[distill] {data.describe()}")
+    transform = data.transform
     tau, alpha = config.distill.temperature, config.distill.alpha
     common = {
         "batch_size": step.batch,
@@ -82,6 +84,8 @@ def distill(
         "image_mode": config.data.image_mode,
         "max_corrupt_fraction": config.data.max_corrupt_fraction,
         "persistent_workers": False,
+        "collate_fn": data.collate_fn,
+        "pin_memory": step.context.device.type == "cuda",
     }
 
     def make_loader(epoch: int, check: bool):
@@ -95,6 +99,7 @@ def distill(
 
     def student_logits(batch_images):
         device = step.context.device
+        batch_images = data.on_device(batch_images, device)
         batch_images = prepare_images(batch_images, device, config.runtime.channels_last)
         with autocast(step.context.device, step.bf16):
             return model(batch_images).float()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from simclrv2.config.run_config import RunConfig
-from simclrv2.data.augmentations import finetune_transform
+from simclrv2.data.step_data import finetune_data
 from simclrv2.models.simclr_model import Classifier, ContrastiveModel
 from simclrv2.performance import autocast, prepare_images
 from simclrv2.shards.loader import make_shard_loader
@@ -87,22 +87,24 @@ def finetune(
         model, settings, step.budget, classifier_prefixes=("classifier",)
     )
     last_step = min(total, max_steps) if max_steps else total
-    transform = finetune_transform(config.data.image_size)
+    data = finetune_data(config.data.pipeline, step.context.device, config.data.image_size)
+    step.say(f"[{name}] {data.describe()}")
 
     def make_loader(epoch: int, check: bool):
         return make_shard_loader(
-            manifest, "labeled", transform, batch_size=step.batch,
+            manifest, "labeled", data.transform, batch_size=step.batch,
             num_workers=config.data.num_workers, s3_settings=store.settings,
             shuffle_buffer=config.data.shuffle_buffer, seed=config.runtime.seed,
             samples_per_epoch=step.budget.samples_per_epoch,
             rank=step.context.rank, world_size=step.context.world_size,
             image_mode=config.data.image_mode,
             max_corrupt_fraction=config.data.max_corrupt_fraction, epoch=epoch,
-            persistent_workers=False, check=check,
+            persistent_workers=False, check=check, collate_fn=data.collate_fn,
+            pin_memory=step.context.device.type == "cuda",
         )  # fmt: skip
 
     def loss_fn(batch):
-        images, labels = batch
+        images, labels = data.on_device(batch[0], step.context.device), batch[1]
         loss, accuracy = classification_loss(
             model, images, labels, step.context, config.runtime.channels_last, step.bf16
         )

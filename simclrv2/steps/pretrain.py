@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from simclrv2.config.run_config import RunConfig
-from simclrv2.data.augmentations import TwoViews, pretrain_transform
+from simclrv2.data.step_data import pretrain_data
 from simclrv2.models.simclr_model import ContrastiveModel, ModelConfig
 from simclrv2.objectives.momentum_memory import MomentumMemory
 from simclrv2.objectives.nt_xent import nt_xent_loss
@@ -90,17 +90,17 @@ def pretrain(
     )
     batch_keys = []  # this step's momentum keys, queued after the optimizer step
     last_step = min(total_steps, max_steps) if max_steps else total_steps
-    views = TwoViews(
-        pretrain_transform(
-            config.data.image_size, config.pretrain.color_jitter_strength, config.pretrain.blur
-        )
-    )
+    data = pretrain_data(
+        config.data.pipeline, context.device, config.data.image_size,
+        config.pretrain.color_jitter_strength, config.pretrain.blur,
+    )  # fmt: skip
+    say(f"[pretrain] {data.describe()}")
 
     def make_loader(epoch: int, check: bool):
         return make_shard_loader(
             manifest,
             "unlabeled",
-            views,
+            data.transform,
             batch_size=step.batch,
             num_workers=config.data.num_workers,
             s3_settings=store.settings,
@@ -114,10 +114,12 @@ def pretrain(
             epoch=epoch,
             persistent_workers=False,
             check=check,
+            collate_fn=data.collate_fn,
+            pin_memory=context.device.type == "cuda",
         )
 
     def loss_fn(batch_):
-        (view_a, view_b), _ = batch_
+        view_a, view_b = data.on_device(batch_[0], context.device)
         loss, accuracy, keys = contrastive_step(
             model, view_a, view_b, config.pretrain.temperature, context,
             config.runtime.channels_last, step.bf16, memory,
