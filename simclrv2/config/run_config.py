@@ -197,6 +197,10 @@ class RuntimeSettings:
     channels_last: bool = True
     bf16: bool | None = None  # None: where the hardware computes bf16 natively
     global_bn: bool = True  # batch statistics over all processes (SyncBatchNorm)
+    # torch.compile the model (TorchInductor). Off by default: on this project's 2-core CPU it
+    # measured 1.1x on the quick start's step after a 58 s compile; measure your GPU with
+    # benchmarks/gpu_throughput.py, which reports the step with and without it.
+    compile: bool = False
     seed: int = 0
     checkpoint_every_steps: int = 100
     keep_checkpoints: int = 3

@@ -110,7 +110,7 @@ def distill(
         probs = teacher_probabilities(teacher_logits.to(step.context.device), tau)
         logits = student_logits(batch_images)
         loss = distillation_loss(logits, probs, tau)
-        agreement = (logits.argmax(1) == probs.argmax(1)).float().mean().item()
+        agreement = (logits.argmax(1) == probs.argmax(1)).float().mean()
         if labeled is not None:
             labels = labeled[1].to(step.context.device)
             loss = (1 - alpha) * loss + alpha * F.cross_entropy(student_logits(labeled[0]), labels)

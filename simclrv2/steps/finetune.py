@@ -59,7 +59,7 @@ def classification_loss(model, images, labels, context, channels_last, bf16):
     with autocast(context.device, bf16):
         logits = model(images)
     loss = F.cross_entropy(logits.float(), labels)
-    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    accuracy = (logits.argmax(dim=1) == labels).float().mean()
     return loss, accuracy
 
 

@@ -125,7 +125,7 @@ def pretrain(
             config.runtime.channels_last, step.bf16, memory,
         )  # fmt: skip
         batch_keys[:] = [keys]
-        return loss, {"contrastive_accuracy": accuracy.item()}, len(view_a)
+        return loss, {"contrastive_accuracy": accuracy}, len(view_a)
 
     result = run_training_loop(
         "pretrain", config, context, model, optimizer, scheduler, step.checkpoints,

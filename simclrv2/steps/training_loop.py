@@ -23,12 +23,14 @@ from simclrv2.config.run_config import RunConfig
 from simclrv2.distributed.context import DistributedContext
 from simclrv2.steps.training_setup import epoch_seed
 from simclrv2.training.checkpoint import CheckpointStore, capture_rng_state, restore_rng_state
+from simclrv2.training.deferred_records import DeferredRecords
 from simclrv2.training.fault_injection import fail_on_first_attempt
 from simclrv2.training.metrics import TrainingMetrics
 from simclrv2.training.optimizer_step import optimizer_step
 from simclrv2.training.progress import Progress
 
-# loss_fn(batch) -> (loss to minimise, {metric name: value} to record, images in the batch)
+# loss_fn(batch) -> (loss to minimise, {metric name: value} to record, images in the batch);
+# values may be 0-d tensors: they are read every log_every_steps, not at each step.
 LossFn = Callable[[object], tuple[torch.Tensor, dict[str, float], int]]
 
 
@@ -83,6 +85,22 @@ def run_training_loop(
 
     started_at = step
     progress = Progress(name, last_step, config.runtime.log_every_steps, say, start_step=step)
+    pending = DeferredRecords()  # this step's values, read every log_every_steps (no host sync)
+
+    def report(records) -> None:
+        for record, images in records:
+            history.append(record)
+            shown = {k: v for k, v in record.items() if k not in ("step", "epoch")}
+            progress.update(record["step"], images, **shown)
+            metrics.update(
+                record["step"], record["epoch"], images=images, loss=record["loss"],
+                learning_rate=record["learning_rate"],
+                contrastive_accuracy=record.get("contrastive_accuracy"),
+                accuracy=record.get("accuracy"),
+                images_per_second=progress.images_per_second(),
+                eta_seconds=progress.eta_seconds(record["step"]), total_steps=last_step,
+            )  # fmt: skip
+
     model.train()
     with metrics:
         for epoch in range(start[0], epochs):
@@ -101,21 +119,14 @@ def run_training_loop(
                 if after_step is not None:
                     after_step()
                 step += 1
-                record = {"step": step, "epoch": epoch, "loss": loss.item(), **values}
+                record = {"step": step, "epoch": epoch, "loss": loss, **values}
                 record["learning_rate"] = lr
-                history.append(record)
-                images *= context.world_size
-                shown = {k: v for k, v in record.items() if k not in ("step", "epoch")}
-                progress.update(step, images, **shown)
-                metrics.update(
-                    step, epoch, images=images, loss=record["loss"], learning_rate=lr,
-                    contrastive_accuracy=values.get("contrastive_accuracy"),
-                    accuracy=values.get("accuracy"),
-                    images_per_second=progress.images_per_second(),
-                    eta_seconds=progress.eta_seconds(step), total_steps=last_step,
-                )  # fmt: skip
+                pending.add(record, images * context.world_size)
                 done = step >= last_step
-                if done or step % config.runtime.checkpoint_every_steps == 0:
+                due_checkpoint = step % config.runtime.checkpoint_every_steps == 0
+                if done or due_checkpoint or step % progress.every == 0:
+                    report(pending.read())
+                if done or due_checkpoint:
                     state = {
                         "model": getattr(model, "module", model).state_dict(),
                         "optimizer": optimizer.state_dict(),
@@ -135,6 +146,7 @@ def run_training_loop(
                     fail_on_first_attempt(name, step, started_at, inject_at)
                 if done:
                     break
+        report(pending.read())  # a loader that ran out before a report
         warnings = check_health(history) if check_health is not None else []
         for warning in warnings:
             say(f"[{name}] WARNING: {warning}")
