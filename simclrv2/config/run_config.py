@@ -30,7 +30,7 @@ class DataSettings:
     max_corrupt_fraction: float = 0.01
     # Where training augmentations run (simclrv2/data/step_data.py): cpu = per image in the
     # DataLoader workers; gpu = as one batch on the training device (the GPU; on a machine
-    # without one, the CPU); auto = gpu on CUDA, and on CPU for images of 32 px or less.
+    # without one, the CPU); auto = gpu when training on CUDA, else cpu.
     pipeline: Literal["cpu", "gpu", "auto"] = "auto"
 
     def __post_init__(self):

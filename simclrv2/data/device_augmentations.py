@@ -11,8 +11,7 @@ draws them (tests/test_device_augmentations.py checks the distributions side by 
 The one difference: resizing is bilinear with area averaging when shrinking instead of the
 per-sample path's antialiased bicubic (crop_and_resize in batch_ops.py).
 
-On a CPU-only machine the same code runs on the CPU (that is how the tests run it); for small
-images it is also the faster path there (benchmarks/README.md).
+On a CPU-only machine the same code runs on the CPU (that is how the tests run it).
 """
 
 from collections.abc import Sequence
