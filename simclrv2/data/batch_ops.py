@@ -15,7 +15,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale.
 _LUMA = (0.2989, 0.587, 0.114)
@@ -64,31 +63,93 @@ def sample_crop_boxes(
     return torch.stack([left, top, left + w, top + h], dim=1)
 
 
-def centre_boxes(heights: torch.Tensor, widths: torch.Tensor, fraction: float) -> torch.Tensor:
-    """The central square of `fraction` of the shorter side, per image (x1, y1, x2, y2)."""
-    side = torch.minimum(heights, widths).double() * fraction
-    top = (heights.double() - side) / 2
-    left = (widths.double() - side) / 2
-    return torch.stack([left, top, left + side, top + side], dim=1)
+# Antialiased bicubic as torchvision (and PIL) compute it: Keys' cubic with a = -0.5, its
+# support widened by the downscaling factor.
+_CUBIC_A = -0.5
+_CUBIC_SUPPORT = 2.0
+# Views gathered at once: bounds the temporary copy of their source images (elements).
+_CHUNK_ELEMENTS = 2**26
 
 
-def whole_boxes(heights: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    zeros = torch.zeros(len(heights), dtype=torch.float64)
-    return torch.stack([zeros, zeros, widths.double(), heights.double()], dim=1)
+def _cubic(x: torch.Tensor) -> torch.Tensor:
+    x = x.abs()
+    a = _CUBIC_A
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def resize_weights(
+    start: torch.Tensor, length: torch.Tensor, resized: torch.Tensor, offset: torch.Tensor,
+    size: int, padded: int,
+) -> torch.Tensor:  # fmt: skip
+    """(N, size, padded) matrices: row i of matrix n is output pixel i of this 1-D resample:
+    the segment [start, start + length) of a padded axis resized to `resized` pixels with
+    antialiased bicubic, of which pixels [offset, offset + size) are kept. The taps, their
+    clipping to the segment and their renormalisation follow torchvision's
+    `resize(..., antialias=True)` on the cropped image (aten's separable AA kernel)."""
+    start, length = start.double()[:, None, None], length.double()[:, None, None]
+    resized, offset = resized.double()[:, None, None], offset.double()[:, None, None]
+    scale = length / resized
+    support = _CUBIC_SUPPORT * scale.clamp(min=1.0)
+    inverse = 1.0 / scale.clamp(min=1.0)
+    i = torch.arange(size, dtype=torch.float64)[None, :, None] + offset
+    centre = (i + 0.5) * scale
+    first = torch.trunc(centre - support + 0.5).clamp(min=0)
+    last = torch.minimum(torch.trunc(centre + support + 0.5), length)
+    j = torch.arange(padded, dtype=torch.float64)[None, None, :] - start  # in the segment
+    weights = _cubic((j - centre + 0.5) * inverse)
+    weights = torch.where((j >= first) & (j < last), weights, torch.zeros_like(weights))
+    return (weights / weights.sum(dim=2, keepdim=True)).float()
+
+
+def resample(
+    images: torch.Tensor, source: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+) -> torch.Tensor:
+    """out[k] = rows[k] @ images[source[k]] @ columns[k]^T for every k (two matmuls), in
+    chunks so the gathered source images stay bounded."""
+    n = len(source)
+    _, channels, height, width = images.shape
+    chunk = max(1, _CHUNK_ELEMENTS // (channels * height * width))
+    rows = rows.to(images.device, non_blocking=True)
+    columns = columns.to(images.device, non_blocking=True)
+    outputs = []
+    for begin in range(0, n, chunk):
+        index = source[begin : begin + chunk].to(images.device, non_blocking=True)
+        picked = images.index_select(0, index)  # (k, C, H, W)
+        across = picked @ columns[begin : begin + chunk, None].transpose(-1, -2)  # (k, C, H, S)
+        outputs.append(rows[begin : begin + chunk, None] @ across)  # (k, C, S, S)
+    return torch.cat(outputs)
 
 
 def crop_and_resize(
     images: torch.Tensor, boxes: torch.Tensor, source: torch.Tensor, size: int
 ) -> torch.Tensor:
-    """Cut box k out of image source[k] and resize it to size x size, for every k at once.
+    """Cut box k (x1, y1, x2, y2, whole pixels) out of image source[k] and resize it to size x
+    size with antialiased bicubic: torchvision's resized_crop(..., BICUBIC, antialias=True),
+    to float rounding, for every k at once. Smaller images are padded at the bottom and right;
+    the taps never reach beyond a box."""
+    _, _, height, width = images.shape
+    left, top, right, bottom = boxes.unbind(dim=1)
+    full = torch.full((len(boxes),), size, dtype=torch.float64)
+    zero = torch.zeros(len(boxes), dtype=torch.float64)
+    rows = resize_weights(top, bottom - top, full, zero, size, height)
+    columns = resize_weights(left, right - left, full, zero, size, width)
+    return resample(images, source, rows, columns)
 
-    images: (N, C, H, W) float, smaller images padded at the bottom and right (boxes never
-    reach the padding). Resizing is bilinear with area averaging when shrinking (roi_align's
-    adaptive sampling: ceil(box / size) points per output pixel and axis), which is what
-    antialiasing does for the per-sample path's bicubic resize; enlarging is plain bilinear.
-    """
-    rois = torch.cat([source.double()[:, None], boxes], dim=1).to(images.device, images.dtype)
-    return roi_align(images, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+def resize_centre_crop(
+    images: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor, resized_h: torch.Tensor,
+    resized_w: torch.Tensor, size: int,
+) -> torch.Tensor:  # fmt: skip
+    """Resize each image to (resized_h, resized_w) and take the central size x size square,
+    as torchvision's Resize then CenterCrop (crop offsets rounded as CenterCrop rounds)."""
+    top = torch.round((resized_h.double() - size) / 2)
+    left = torch.round((resized_w.double() - size) / 2)
+    zero = torch.zeros(len(heights), dtype=torch.float64)
+    rows = resize_weights(zero, heights, resized_h, top, size, images.shape[2])
+    columns = resize_weights(zero, widths, resized_w, left, size, images.shape[3])
+    return resample(images, torch.arange(len(heights)), rows, columns)
 
 
 def flip_horizontally(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:

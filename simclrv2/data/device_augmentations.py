@@ -4,12 +4,11 @@ With the per-sample path (`data.pipeline: cpu`, simclrv2/data/augmentations.py) 
 workers decode and augment every view with PIL and torchvision, one image at a time: a GPU
 training a ResNet-50 on thousands of views per second needs dozens of CPU cores for that. Here
 workers only decode (uint8 tensors) and the training process augments the whole batch at once
-on the GPU: crop and resize (roi_align), flip, colour jitter in a random order per image,
+on the GPU: crop and resize, flip, colour jitter in a random order per image,
 greyscale, Gaussian blur, all with per-image random parameters drawn as the per-sample path
-draws them (tests/test_device_augmentations.py checks the distributions side by side).
-
-The one difference: resizing is bilinear with area averaging when shrinking instead of the
-per-sample path's antialiased bicubic (crop_and_resize in batch_ops.py).
+draws them (tests/test_device_augmentations.py checks the distributions side by side). The
+arithmetic is the per-sample path's too, antialiased bicubic resizing included (as resampling
+matrices, batch_ops.crop_and_resize); only the random streams differ.
 
 On a CPU-only machine the same code runs on the CPU (that is how the tests run it).
 """
@@ -63,12 +62,7 @@ def to_device_batch(images: Images, device: torch.device) -> DeviceBatch:
     padded = torch.zeros(len(images), channels, int(heights.max()), int(widths.max()),
                          dtype=torch.uint8)  # fmt: skip
     for k, image in enumerate(images):
-        height, width = image.shape[-2:]
-        padded[k, :, :height, :width] = image
-        # Repeat the last row and column into the padding: bilinear sampling at a box's far
-        # edge reaches half a pixel beyond it, and must see the edge (as a resize clamps).
-        padded[k, :, height:, :width] = image[:, -1:, :]
-        padded[k, :, :, width:] = padded[k, :, :, width - 1 : width]
+        padded[k, :, : image.shape[-2], : image.shape[-1]] = image
     if device.type == "cuda":
         padded = padded.pin_memory()
     pixels = padded.to(device, non_blocking=True).float().div_(255)
@@ -185,10 +179,17 @@ class EvalView:
     crop_fraction: float = CROP_FRACTION
 
     def __call__(self, batch: DeviceBatch) -> torch.Tensor:
-        if self.image_size > SMALL_IMAGE_SIZE:
-            boxes = batch_ops.centre_boxes(batch.heights, batch.widths, self.crop_fraction)
-        else:
-            boxes = batch_ops.whole_boxes(batch.heights, batch.widths)
-        source = torch.arange(len(batch))
-        views = batch_ops.crop_and_resize(batch.pixels, boxes, source, self.image_size)
+        size = self.image_size
+        if size > SMALL_IMAGE_SIZE:  # Resize(shorter side -> round(size / fraction))
+            short = round(size / self.crop_fraction)
+            h, w = batch.heights.double(), batch.widths.double()
+            long_h = torch.floor(short * h / w)  # int() of torchvision's long side
+            long_w = torch.floor(short * w / h)
+            resized_h = torch.where(h <= w, torch.full_like(h, short), long_h)
+            resized_w = torch.where(h <= w, long_w, torch.full_like(w, short))
+        else:  # Resize((size, size))
+            resized_h = resized_w = torch.full((len(batch),), float(size), dtype=torch.float64)
+        views = batch_ops.resize_centre_crop(
+            batch.pixels, batch.heights, batch.widths, resized_h, resized_w, size
+        )
         return views.clamp_(0.0, 1.0)

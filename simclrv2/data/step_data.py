@@ -5,10 +5,10 @@
 - gpu: workers only decode; the batch (uint8, padded when sizes differ) is copied to the
   device and augmented there as a whole (device_augmentations.py).
 - auto: gpu when training on CUDA, else cpu. On a CPU the batched ops are much faster than
-  the per-image path (28 px, two views: 15,000 images/s on 2 threads against 540 images/s on
+  the per-image path (28 px, two views: 9,000 images/s on 2 threads against 540 images/s on
   one core), but the quick start's step is bound by the network, not the data, and it ran at
   the same speed either way (182-204 vs 184 images/s, benchmarks/README.md); so CPU runs keep
-  the per-image path, whose bicubic resizing is the reference's.
+  the per-image path.
 """
 
 from collections.abc import Callable
