@@ -129,3 +129,25 @@ def test_without_gathering_ranks_would_see_fewer_negatives(tmp_path):
     ]
     global_loss, _ = nt_xent_loss(projections, 0.1)
     assert torch.stack(local_losses).mean().item() != pytest.approx(global_loss.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_loss_and_gradient_under_bf16_autocast_equal_fp32(device):
+    """Autocast would run the similarity matmuls in bf16 (measured before the fix: loss 0.75 %
+    and gradient 2.3 % off at tau 0.1 with 256 pairs); the loss turns autocast off."""
+    torch.manual_seed(0)
+    projections = torch.randn(512, 128, device=device)
+
+    def loss_and_grad(autocast: bool):
+        leaf = projections.clone().requires_grad_(True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            loss, _ = nt_xent_loss(leaf, temperature=0.1)
+        loss.backward()
+        return loss.detach(), leaf.grad
+
+    loss_fp32, grad_fp32 = loss_and_grad(False)
+    loss_amp, grad_amp = loss_and_grad(True)
+    assert loss_amp.dtype == torch.float32
+    torch.testing.assert_close(loss_amp, loss_fp32, rtol=1e-6, atol=1e-6)
+    relative = (grad_amp - grad_fp32).norm() / grad_fp32.norm()
+    assert relative < 1e-6, relative
