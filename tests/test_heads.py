@@ -45,7 +45,7 @@ def test_contrastive_model_outputs_projections():
     assert len(model.projection_head.layers) == 2
 
 
-@pytest.mark.parametrize("k", [0, 1, 2])
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
 def test_fine_tune_from_layer_k_copies_weights_and_starts_uniform(k):
     torch.manual_seed(0)
     pretrained = ContrastiveModel(ModelConfig(TINY))
@@ -69,7 +69,7 @@ def test_fine_tune_from_layer_k_copies_weights_and_starts_uniform(k):
 def test_fine_tune_layer_out_of_range_is_rejected():
     pretrained = ContrastiveModel(ModelConfig(TINY))
     with pytest.raises(ValueError, match="between 0"):
-        Classifier.from_pretrained(pretrained, num_classes=10, proj_layers=3)
+        Classifier.from_pretrained(pretrained, num_classes=10, proj_layers=4)
     with pytest.raises(ValueError, match="at least 2 classes"):
         Classifier(TINY, num_classes=1)
 
@@ -85,3 +85,38 @@ def test_supervised_baseline_is_a_fresh_encoder_with_a_linear_classifier():
 def test_model_config_round_trips_through_a_dict():
     config = ModelConfig(EncoderConfig(50, 2, 0.0625), num_proj_layers=2, proj_out_dim=64)
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_fine_tuned_from_the_whole_head_saves_and_loads(tmp_path):
+    """k = 3 (the reference's ft_proj_selector -1): the classifier reads the 128-d output."""
+    from simclrv2.steps.model_artifact import load_model, save_model
+    from simclrv2.storage.object_store import ObjectStore
+
+    torch.manual_seed(0)
+    pretrained = ContrastiveModel(ModelConfig(TINY, num_proj_layers=3, proj_out_dim=24)).eval()
+    classifier = Classifier.from_pretrained(pretrained, 10, proj_layers=3).eval()
+    assert classifier.classifier.in_features == 24
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(classifier.features(x), pretrained(x))
+    with torch.no_grad():
+        classifier.classifier.weight.normal_()
+    save_model(ObjectStore(), str(tmp_path / "model.pt"), classifier)
+    loaded, _ = load_model(ObjectStore(), str(tmp_path / "model.pt"))
+    torch.testing.assert_close(loaded(x), classifier(x))
+
+
+def test_finetune_setting_minus_one_means_the_whole_head(tmp_path):
+    from simclrv2.config.loading import from_dict
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.steps.finetune import build_classifier
+    from simclrv2.steps.model_artifact import save_model
+    from simclrv2.storage.object_store import ObjectStore
+
+    config = from_dict(RunConfig, {"model": {"encoder": {"depth": 18, "width_multiplier": 0.125}},
+                                   "data": {"image_mode": "gray"},
+                                   "finetune": {"proj_layers": -1}})  # fmt: skip
+    pretrained = ContrastiveModel(ModelConfig(config.model.encoder.encoder_config(config.data)))
+    save_model(ObjectStore(), str(tmp_path / "pretrained.pt"), pretrained)
+    classifier = build_classifier(config, 10, str(tmp_path / "pretrained.pt"), ObjectStore())
+    assert len(classifier.projection_layers) == 3
+    assert classifier.classifier.in_features == 128

@@ -8,7 +8,7 @@ from simclrv2.cli import main
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--set", "finetune.proj_layers=3"], "finetune.proj_layers 3 must be below"),
+        (["--set", "finetune.proj_layers=4"], "finetune.proj_layers 4 is more than"),
         (["--set", "pretrain.temprature=0.5"], "unknown setting pretrain.temprature"),
         (["--config", "nowhere.yaml"], "config file nowhere.yaml does not exist"),
         (["--label-fraction", "1.5"], "fraction"),

@@ -146,12 +146,17 @@ def _finetune_optimizer() -> OptimizerSettings:
 @dataclass(frozen=True)
 class FinetuneSettings:
     optimizer: OptimizerSettings = field(default_factory=_finetune_optimizer)
-    proj_layers: int = 1  # fine-tune from this projection layer (the paper: 1)
+    # Fine-tune from the output of this projection layer: 0 = the encoder, 1 = the paper's
+    # choice, num_proj_layers (or -1, as the reference's ft_proj_selector) = the whole head.
+    proj_layers: int = 1
     from_scratch: bool = False  # the supervised baseline: no pretrained weights
 
     def __post_init__(self):
-        if self.proj_layers < 0:
-            raise ValueError(f"finetune.proj_layers must be >= 0, got {self.proj_layers}")
+        if self.proj_layers < -1:
+            raise ValueError(
+                f"finetune.proj_layers must be >= 0, or -1 for the whole head; "
+                f"got {self.proj_layers}"
+            )
 
 
 @dataclass(frozen=True)
@@ -237,10 +242,11 @@ class RunConfig:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
     def __post_init__(self):
-        if self.finetune.proj_layers >= self.model.num_proj_layers:
+        if self.finetune.proj_layers > self.model.num_proj_layers:
             raise ValueError(
-                f"finetune.proj_layers {self.finetune.proj_layers} must be below "
-                f"model.num_proj_layers {self.model.num_proj_layers} (the paper uses 1 of 3)"
+                f"finetune.proj_layers {self.finetune.proj_layers} is more than the "
+                f"{self.model.num_proj_layers} layers of the projection head "
+                "(model.num_proj_layers; the paper fine-tunes from layer 1)"
             )
         # Build the encoders once here so impossible architectures fail before any work.
         self.model.encoder.encoder_config(self.data)

@@ -3,8 +3,9 @@
 - ContrastiveModel: encoder f + projection head g, trained with NT-Xent (pretraining).
 - Classifier: encoder + the first k projection layers + a linear classifier; built from a
   pretrained ContrastiveModel for fine-tuning (the paper fine-tunes from k=1, the middle of
-  the head) and used as teacher and student for distillation; with k=0 and a fresh encoder it
-  is the supervised baseline.
+  the head; the reference allows any k from 0, the encoder output, to the whole head) and
+  used as teacher and student for distillation; with k=0 and a fresh encoder it is the
+  supervised baseline.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -58,24 +59,26 @@ class Classifier(nn.Module):
         proj_layers: int = 0,
         num_proj_layers: int = 3,
         zero_init_classifier: bool = True,
+        proj_out_dim: int = 128,
     ):
         super().__init__()
-        if not 0 <= proj_layers < num_proj_layers:
-            # Layer num_proj_layers is the 128-d contrastive output, not a representation.
+        if not 0 <= proj_layers <= num_proj_layers:
             raise ValueError(
                 f"fine-tune layer k={proj_layers} must be between 0 (the encoder output) and "
-                f"{num_proj_layers - 1} (the last hidden projection layer); the paper uses k=1"
+                f"{num_proj_layers} (the whole projection head); the paper uses k=1"
             )
         if num_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
         self.encoder = ResNet(encoder_config)
         self.num_proj_layers = num_proj_layers
+        self.proj_out_dim = proj_out_dim
         width = self.encoder.output_dim
-        # Only hidden layers are kept, and they are all as wide as the encoder output.
         self.projection_layers = nn.ModuleList(
-            ProjectionHead(width, num_proj_layers).layers[:proj_layers]
+            ProjectionHead(width, num_proj_layers, proj_out_dim).layers[:proj_layers]
         )
-        self.classifier = nn.Linear(width, num_classes)
+        # Hidden layers are as wide as the encoder output; the last one is proj_out_dim wide.
+        features = proj_out_dim if proj_layers == num_proj_layers else width
+        self.classifier = nn.Linear(features, num_classes)
         if zero_init_classifier:
             nn.init.zeros_(self.classifier.weight)
         else:
@@ -98,6 +101,7 @@ class Classifier(nn.Module):
             proj_layers,
             config.num_proj_layers,
             zero_init_classifier,
+            config.proj_out_dim,
         )
         classifier.encoder.load_state_dict(model.encoder.state_dict())
         for target, source in zip(

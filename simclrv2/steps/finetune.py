@@ -50,7 +50,10 @@ def build_classifier(
     pretrained, _ = load_model(store, pretrained_uri)
     if not isinstance(pretrained, ContrastiveModel):
         raise ValueError(f"{pretrained_uri} is not a pretrain output (a contrastive model)")
-    return Classifier.from_pretrained(pretrained, num_classes, config.finetune.proj_layers)
+    layers = config.finetune.proj_layers
+    if layers == -1:  # the reference's ft_proj_selector -1: the whole head
+        layers = pretrained.config.num_proj_layers
+    return Classifier.from_pretrained(pretrained, num_classes, layers)
 
 
 def classification_loss(model, images, labels, context, channels_last, bf16):

@@ -30,6 +30,7 @@ def save_model(store: ObjectStore, uri: str, model: nn.Module, **metadata) -> No
             "num_classes": model.classifier.out_features,
             "proj_layers": len(model.projection_layers),
             "num_proj_layers": model.num_proj_layers,
+            "proj_out_dim": model.proj_out_dim,
         }
     else:
         raise TypeError(f"cannot save a {type(model).__name__} as a model artifact")
@@ -56,6 +57,7 @@ def load_model(store: ObjectStore, uri: str) -> tuple[nn.Module, dict]:
             record["num_classes"],
             record["proj_layers"],
             record["num_proj_layers"],
+            proj_out_dim=record.get("proj_out_dim", 128),  # older artifacts: k < num layers
         )
     model.load_state_dict(record["state_dict"])
     return model.eval(), record.get("metadata", {})
