@@ -15,8 +15,11 @@ def _write(tmp_path, text):
 def test_defaults_are_the_reference_recipes():
     config = RunConfig()
     assert config.pretrain.temperature == 0.1
-    assert config.pretrain.optimizer.base_learning_rate == 0.3
-    assert config.pretrain.optimizer.learning_rate_scaling == "linear"
+    # SimCLRv2's command in the reference README, not the tf2 flag defaults (SimCLRv1's).
+    assert config.pretrain.optimizer.base_learning_rate == 0.075
+    assert config.pretrain.optimizer.learning_rate_scaling == "sqrt"
+    assert config.pretrain.optimizer.weight_decay == 1e-4
+    assert config.distill.optimizer == config.pretrain.optimizer  # the pretraining schedule
     assert config.pretrain.optimizer.trust_coefficient == 0.001
     assert config.finetune.proj_layers == 1
     assert config.finetune.optimizer.base_learning_rate == 0.005
@@ -47,7 +50,7 @@ pretrain:
     assert config.model.encoder.encoder_config(config.data).in_channels == 1
     assert config.model.encoder.encoder_config(config.data).cifar_stem is True
     assert config.pretrain.optimizer.epochs == 2
-    assert config.pretrain.optimizer.base_learning_rate == 0.3  # untouched default
+    assert config.pretrain.optimizer.base_learning_rate == 0.075  # untouched default
     assert config.pretrain.temperature == 0.2
     assert config.runtime.bf16 is False
     assert config.distill.alpha == 1.0 and isinstance(config.distill.alpha, float)
@@ -86,7 +89,7 @@ def test_bad_settings_are_rejected_with_their_key_path(tmp_path, text, overrides
 def test_a_partial_section_keeps_that_sections_own_defaults():
     config = load_config(RunConfig, None, ["finetune.optimizer.epochs=2"])
     assert config.finetune.optimizer.epochs == 2
-    # The fine-tuning recipe, not the generic optimizer defaults (0.3, warmup 10, decay 1e-6).
+    # The fine-tuning recipe, not the generic optimizer defaults (0.075 sqrt, warmup 10, 1e-4).
     assert config.finetune.optimizer.base_learning_rate == 0.005
     assert config.finetune.optimizer.warmup_epochs == 0.0
     assert config.finetune.optimizer.weight_decay == 0.0
