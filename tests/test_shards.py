@@ -402,3 +402,30 @@ def test_fashion_mnist_to_a_local_folder(tmp_path):
     assert images.shape == (20, 1, 28, 28) and sorted(labels.tolist()) == sorted(
         list(range(10)) * 2
     )
+
+
+@pytest.mark.parametrize("resampled", [False, True])
+def test_persistent_workers_pass_k_equals_a_fresh_loader_at_that_epoch(tmp_path, resampled):
+    """Training steps iterate one loader over all epochs (workers persist); a resumed run
+    builds a fresh loader at its epoch. Both must give the same batches, augmentations
+    included, so every pass reseeds the workers from (seed, rank, worker, epoch)."""
+    source = make_image_folder(tmp_path / "images")
+    request = ShardRequest(
+        str(source), str(tmp_path / "out"), LabelSubsetSpec(per_class=1), max_samples_per_shard=3
+    )
+    manifest = shard_dataset(request)
+    views = TwoViews(pretrain_transform(16, 0.5))
+    options = {"batch_size": 4, "num_workers": 2, "image_mode": "rgb", "seed": 7,
+               "samples_per_epoch": 16 if resampled else None, "shuffle_buffer": 5}  # fmt: skip
+
+    def passes(loader, count):
+        return [[batch[0][0] for batch in loader] for _ in range(count)]
+
+    persistent = passes(make_shard_loader(manifest, "unlabeled", views, epoch=3, **options), 3)
+    for k in (1, 2):
+        fresh = passes(make_shard_loader(manifest, "unlabeled", views, epoch=3 + k, **options), 1)
+        assert len(fresh[0]) == len(persistent[k])
+        for got, want in zip(fresh[0], persistent[k], strict=True):
+            assert torch.equal(got, want)
+    # ...and epochs differ from each other (new order, new views).
+    assert not torch.equal(persistent[0][0], persistent[1][0])

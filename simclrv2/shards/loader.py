@@ -45,6 +45,16 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info else (0, 1)
 
 
+def _seed_this_pass(seed: int, rank: int, epoch: int) -> None:
+    """In a DataLoader worker, seed torch (hence the augmentations) from (seed, rank, worker,
+    epoch) at the start of every pass: a persistent worker's pass k and a fresh worker's
+    first pass at that epoch then draw the same views, so a resumed run can rebuild the loader
+    at its epoch. In the main process (no workers) the training loop seeds each epoch."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        torch.manual_seed(hash((seed, rank, info.id, epoch)) % 2**62)
+
+
 class ShardAssignment(torch.utils.data.IterableDataset):
     """Yields {"url": ...} for the shards this rank and DataLoader worker read this epoch.
 
@@ -60,6 +70,7 @@ class ShardAssignment(torch.utils.data.IterableDataset):
         self.epoch += 1
         order = list(self.urls)
         random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        _seed_this_pass(self.seed, self.rank, self.epoch)
         worker, workers = _worker()
         for url in order[self.rank :: self.world_size][worker::workers]:
             yield {"url": url}
@@ -74,6 +85,7 @@ class ResampledShardAssignment(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         self.epoch += 1
+        _seed_this_pass(self.seed, self.rank, self.epoch)
         worker, _ = _worker()
         rng = random.Random(f"{self.seed}:{self.rank}:{worker}:{self.epoch}")
         while True:
@@ -259,7 +271,9 @@ def make_shard_loader(
     bucket or wrong credentials.
     epoch: the first pass's epoch (each later pass is the next). Everything random (shard
     order, shuffle buffer, the workers' torch seeds, hence augmentations) derives from (seed,
-    epoch): a resumed run rebuilds the loader at its epoch and replays the same batches.
+    rank, worker, epoch) and is reseeded at every pass: iterating one loader (persistent
+    workers) over epochs e, e+1, ... gives the batches that fresh loaders built at each of
+    those epochs give, so a resumed run rebuilds the loader at its epoch and replays them.
     collate_fn: how samples become a batch (default: torch's default_collate).
     pin_memory: page-locked batches, for asynchronous copies to a GPU.
     """

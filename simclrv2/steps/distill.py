@@ -29,6 +29,16 @@ from simclrv2.storage.uri import join_uri
 from simclrv2.training.stage_health import distillation_warnings
 
 
+class Zipped:
+    """Two loaders side by side, re-iterable (each pass zips a new pass of both)."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def __iter__(self):
+        return zip(self.first, self.second, strict=False)
+
+
 def build_student(config: RunConfig, teacher: Classifier, num_classes: int) -> Classifier:
     torch.manual_seed(config.runtime.seed)
     if config.distill.student is None:
@@ -83,7 +93,7 @@ def distill(
         "world_size": step.context.world_size,
         "image_mode": config.data.image_mode,
         "max_corrupt_fraction": config.data.max_corrupt_fraction,
-        "persistent_workers": False,
+        "persistent_workers": True,
         "collate_fn": data.collate_fn,
         "pin_memory": step.context.device.type == "cuda",
     }
@@ -95,7 +105,7 @@ def distill(
             return unlabeled
         labeled = make_shard_loader(images, "labeled", transform, epoch=epoch, check=check,
                                     **common)  # fmt: skip
-        return zip(unlabeled, labeled, strict=False)
+        return Zipped(unlabeled, labeled)
 
     def student_logits(batch_images):
         device = step.context.device

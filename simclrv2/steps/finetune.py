@@ -102,7 +102,7 @@ def finetune(
             rank=step.context.rank, world_size=step.context.world_size,
             image_mode=config.data.image_mode,
             max_corrupt_fraction=config.data.max_corrupt_fraction, epoch=epoch,
-            persistent_workers=False, check=check, collate_fn=data.collate_fn,
+            persistent_workers=True, check=check, collate_fn=data.collate_fn,
             pin_memory=step.context.device.type == "cuda",
         )  # fmt: skip
 

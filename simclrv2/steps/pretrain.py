@@ -112,7 +112,7 @@ def pretrain(
             image_mode=config.data.image_mode,
             max_corrupt_fraction=config.data.max_corrupt_fraction,
             epoch=epoch,
-            persistent_workers=False,
+            persistent_workers=True,
             check=check,
             collate_fn=data.collate_fn,
             pin_memory=context.device.type == "cuda",

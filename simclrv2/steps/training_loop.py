@@ -3,8 +3,10 @@
 A step supplies its model, optimiser, a loader factory and a loss function; the loop:
 - resumes from the newest checkpoint (model, optimiser, schedule, history, RNG, epoch and
   batch position) and says so;
-- seeds each epoch from (seed, rank, epoch) and builds that epoch's loader, so a resumed run
-  replays the batches it had consumed and continues exactly where it stopped;
+- builds the loader once, at the first epoch it runs, and iterates it once per epoch (its
+  workers persist; every pass reseeds from (seed, rank, worker, epoch)); seeds each epoch
+  from (seed, rank, epoch), so a resumed run replays the batches it had consumed and continues
+  exactly where it stopped;
 - checkpoints every `runtime.checkpoint_every_steps` steps and at the end (rank 0 writes,
   every rank waits);
 - reports progress on the console and through Prometheus metrics;
@@ -63,6 +65,8 @@ def run_training_loop(
 ) -> LoopResult:
     """Train until `last_step` (global steps; epochs x steps_per_epoch for a full run).
 
+    make_loader(epoch, check): a re-iterable loader whose k-th pass is epoch + k (called once).
+
     after_step: called after every optimizer step (e.g. the momentum memory's update).
     extra_state: an object with state_dict/load_state_dict checkpointed with the model.
     check_health: history -> warnings about the result (none: no checks).
@@ -102,12 +106,15 @@ def run_training_loop(
             )  # fmt: skip
 
     model.train()
+    loader = None
     with metrics:
         for epoch in range(start[0], epochs):
             if step >= last_step:
                 break
             torch.manual_seed(epoch_seed(config.runtime.seed, context.rank, epoch))
-            batches = iter(make_loader(epoch, epoch == start[0]))
+            if loader is None:  # built once: later epochs are its later passes
+                loader = make_loader(epoch, True)
+            batches = iter(loader)
             skip = start[1] if epoch == start[0] else 0
             for _ in range(skip):  # replay to the saved data position
                 next(batches)
