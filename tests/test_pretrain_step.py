@@ -146,3 +146,33 @@ def test_torchrun_two_processes_end_to_end(tiny_dataset, tmp_path):
     assert done.stdout.count("[pretrain] effective config") == 1  # rank 0 only
     _, metadata = load_model(ObjectStore(), str(tmp_path / "out" / "model.pt"))
     assert metadata["steps"] == 3
+
+
+@pytest.mark.slow
+def test_knn_monitor_records_each_epoch_and_changes_no_weight(tiny_dataset, tmp_path):
+    """pretrain.knn.every_epochs=1: a kNN top-1 per epoch in the history, the metric and the
+    curves; and the monitor leaves training untouched (same weights as without it)."""
+    import json
+
+    from simclrv2.steps.pretrain import pretrain
+
+    outputs = {}
+    for every in (0, 1):
+        knn = {"every_epochs": every, "k": 5}
+        settings = {**TINY, "data": {**TINY["data"], "dataset": str(tiny_dataset)},
+                    "pretrain": {**TINY["pretrain"], "knn": knn}}  # fmt: skip
+        config = from_dict(RunConfig, settings)
+        output = tmp_path / f"knn-{every}"
+        pretrain(config, str(output), print_fn=lambda *_: None)
+        outputs[every] = output
+    history = json.loads((outputs[1] / "history.json").read_text())
+    knn = [(r["step"], r["knn_top1"]) for r in history if "knn_top1" in r]
+    assert [step for step, _ in knn] == [6, 12]  # 6 steps per epoch, 2 epochs
+    assert all(0.0 <= value <= 1.0 for _, value in knn)
+    assert not any("knn_top1" in r for r in json.loads((outputs[0] / "history.json").read_text()))
+    store = ObjectStore()
+    with_monitor, _ = load_model(store, str(outputs[1] / "model.pt"))
+    without, _ = load_model(store, str(outputs[0] / "model.pt"))
+    for (name, a), (_, b) in zip(with_monitor.state_dict().items(),
+                                 without.state_dict().items(), strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)

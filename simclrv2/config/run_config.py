@@ -122,12 +122,28 @@ class MocoSettings:
 
 
 @dataclass(frozen=True)
+class KnnMonitorSettings:
+    """Weighted kNN top-1 of the encoder during pretraining (simclrv2/evaluation/knn.py):
+    the labeled split is the memory, the test split the queries; no labels train anything."""
+
+    every_epochs: int = 0  # 0: off; N: after every N-th epoch (and the last)
+    k: int = 200
+    temperature: float = 0.1
+
+    def __post_init__(self):
+        if self.every_epochs < 0:
+            raise ValueError(f"pretrain.knn.every_epochs must be >= 0, got {self.every_epochs}")
+        _positive("pretrain.knn", k=self.k, temperature=self.temperature)
+
+
+@dataclass(frozen=True)
 class PretrainSettings:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     temperature: float = 0.1
     color_jitter_strength: float = 1.0
     blur: bool | None = None  # None: on for images over 32 px
     moco: MocoSettings = field(default_factory=MocoSettings)
+    knn: KnnMonitorSettings = field(default_factory=KnnMonitorSettings)
 
     def __post_init__(self):
         _positive("pretrain", temperature=self.temperature)

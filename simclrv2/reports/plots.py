@@ -12,13 +12,17 @@ import torch
 
 
 def plot_curves(
-    series: dict[str, Sequence[float]], path: str | Path, title: str, xlabel: str = "step"
-) -> Path:
-    """One panel per named series (e.g. loss, contrastive accuracy, learning rate)."""
+    series: dict[str, Sequence[float]], path: str | Path, title: str, xlabel: str = "step",
+    x: dict[str, Sequence[float]] | None = None,
+) -> Path:  # fmt: skip
+    """One panel per named series (e.g. loss, contrastive accuracy, learning rate); x gives a
+    series' positions (a sparse one, such as a per-epoch kNN accuracy), else 1, 2, 3, ..."""
     path = Path(path)
     fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
     for ax, (name, values) in zip(axes[0], series.items(), strict=True):
-        ax.plot(range(1, len(values) + 1), values, linewidth=1.2)
+        positions = (x or {}).get(name) or range(1, len(values) + 1)
+        sparse = len(values) < 20
+        ax.plot(positions, values, linewidth=1.2, marker="o" if sparse else None)
         ax.set_title(name)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)

@@ -21,6 +21,7 @@ from simclrv2.objectives.nt_xent import nt_xent_loss
 from simclrv2.performance import autocast, prepare_images
 from simclrv2.shards.loader import make_shard_loader
 from simclrv2.shards.verify import load_manifest
+from simclrv2.steps.knn_monitor import KnnMonitor
 from simclrv2.steps.step_context import start_step
 from simclrv2.steps.step_outputs import write_step_outputs
 from simclrv2.steps.training_loop import run_training_loop
@@ -127,11 +128,14 @@ def pretrain(
         batch_keys[:] = [keys]
         return loss, {"contrastive_accuracy": accuracy}, len(view_a)
 
+    knn = KnnMonitor(config, manifest, context, store.settings, step.budget.epochs, step.bf16,
+                     say)  # fmt: skip
     result = run_training_loop(
         "pretrain", config, context, model, optimizer, scheduler, step.checkpoints,
         step.metrics, step.budget.epochs, step.budget.steps_per_epoch, last_step, make_loader,
         loss_fn, say,
         after_step=(lambda: memory.update(model, batch_keys[0])) if memory else None,
+        after_epoch=lambda epoch: knn(model, epoch),
         extra_state=memory,
         check_health=lambda history: contrastive_warnings(history, step.budget.batch_size),
     )  # fmt: skip
@@ -140,7 +144,8 @@ def pretrain(
     if context.is_main:
         write_step_outputs(
             store, output, model, config, history, "SimCLRv2 pretraining",
-            ("loss", "contrastive_accuracy", "learning_rate"),
+            ("loss", "contrastive_accuracy", "learning_rate")
+            + (("knn_top1",) if config.pretrain.knn.every_epochs else ()),
             warnings=result.warnings, steps=result.steps, dataset=config.data.dataset,
         )  # fmt: skip
         say(f"[pretrain] model written to {model_uri}")

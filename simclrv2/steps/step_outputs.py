@@ -43,6 +43,7 @@ def write_step_outputs(
     with tempfile.TemporaryDirectory() as folder:
         curves = Path(folder) / "curves.png"
         series = {key: [r[key] for r in history if key in r] for key in curve_keys}
-        plot_curves(series, curves, title)
+        steps = {key: [r["step"] for r in history if key in r] for key in curve_keys}
+        plot_curves(series, curves, title, x=steps)
         store.write_bytes(join_uri(output, "curves.png"), curves.read_bytes())
     return model_uri

@@ -60,6 +60,7 @@ def run_training_loop(
     loss_fn: LossFn,
     say=print,
     after_step: Callable[[], None] | None = None,
+    after_epoch: Callable[[int], dict[str, float]] | None = None,
     extra_state=None,
     check_health: Callable[[list[dict]], list[str]] | None = None,
 ) -> LoopResult:
@@ -68,6 +69,8 @@ def run_training_loop(
     make_loader(epoch, check): a re-iterable loader whose k-th pass is epoch + k (called once).
 
     after_step: called after every optimizer step (e.g. the momentum memory's update).
+    after_epoch: epoch -> values to add to the epoch's last history record (e.g. the kNN
+    monitor's knn_top1), called at the end of every whole epoch.
     extra_state: an object with state_dict/load_state_dict checkpointed with the model.
     check_health: history -> warnings about the result (none: no checks).
     """
@@ -131,8 +134,14 @@ def run_training_loop(
                 pending.add(record, images * context.world_size)
                 done = step >= last_step
                 due_checkpoint = step % config.runtime.checkpoint_every_steps == 0
-                if done or due_checkpoint or step % progress.every == 0:
+                epoch_ends = index == steps_per_epoch
+                if done or due_checkpoint or epoch_ends or step % progress.every == 0:
                     report(pending.read())
+                if epoch_ends and after_epoch is not None:  # before the checkpoint saves it
+                    measured = after_epoch(epoch)
+                    history[-1].update(measured)
+                    if measured:
+                        metrics.update(step, epoch, images=0, **measured)
                 if done or due_checkpoint:
                     state = {
                         "model": getattr(model, "module", model).state_dict(),

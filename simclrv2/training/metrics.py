@@ -160,6 +160,11 @@ class TrainingMetrics:
         self.learning_rate = Gauge(
             "simclrv2_learning_rate", "Learning rate of the last optimizer step.", registry=registry
         )
+        self.knn_top1 = Gauge(
+            "simclrv2_knn_top1_ratio",
+            "Weighted-kNN top-1 of the encoder on the test split (pretrain.knn), 0 to 1.",
+            registry=registry,
+        )
         self.images_per_second = Gauge(
             "simclrv2_images_per_second",
             "Training throughput in images per second, as measured by the trainer.",
@@ -200,6 +205,7 @@ class TrainingMetrics:
             self.loss,
             self.contrastive_accuracy,
             self.accuracy,
+            self.knn_top1,
             self.learning_rate,
             self.images_per_second,
             self.planned_steps,
@@ -240,6 +246,7 @@ class TrainingMetrics:
         learning_rate: float | None = None,
         contrastive_accuracy: float | None = None,
         accuracy: float | None = None,
+        knn_top1: float | None = None,
         images_per_second: float | None = None,
         eta_seconds: float | None = None,
         total_steps: int | None = None,
@@ -259,6 +266,7 @@ class TrainingMetrics:
             (self.learning_rate, learning_rate),
             (self.contrastive_accuracy, contrastive_accuracy),
             (self.accuracy, accuracy),
+            (self.knn_top1, knn_top1),
             (self.images_per_second, images_per_second),
             (self.eta, eta_seconds),
             (self.planned_steps, total_steps),

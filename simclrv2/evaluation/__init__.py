@@ -1,0 +1,1 @@
+"""Representation quality the way the field reports it: kNN and linear evaluation."""
