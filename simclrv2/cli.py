@@ -425,6 +425,10 @@ def _add_evaluate(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument("--output", required=True, help="folder or s3:// prefix for the report")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--pretrained", metavar="URI",
+        help="the pretrain step's model: adds linear and kNN evaluation of its frozen encoder",
+    )  # fmt: skip
     _add_s3_flags(parser)
     parser.set_defaults(handler=_run_evaluate)
 
@@ -439,7 +443,8 @@ def _run_evaluate(args) -> int:
             raise ValueError(f"--model {item!r} must look like NAME=URI")
         models[name] = uri
     config = _load_run_config(args)
-    evaluate(config, models, args.output, _object_store(args), batch_size=args.batch_size)
+    evaluate(config, models, args.output, _object_store(args), batch_size=args.batch_size,
+             pretrained=args.pretrained)  # fmt: skip
     return 0
 
 

@@ -74,10 +74,10 @@ def artifacts(tmp_path_factory):
     return uris
 
 
-def _test_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every test image and label, read straight from the tar shards with tarfile and PIL."""
+def _test_images(dataset: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image and label of a split, read straight from the tar shards (tarfile, PIL)."""
     images, labels = [], []
-    for uri in load_manifest(dataset).split("test").uris:
+    for uri in load_manifest(dataset).split(split).uris:
         with tarfile.open(uri) as tar:
             members = {member.name: tar.extractfile(member).read() for member in tar}
         for name in sorted(members):
@@ -179,3 +179,32 @@ def test_dataset_and_outputs_on_s3(s3_server, s3_bucket, artifacts):
     assert json.loads(store.read_bytes(f"{output}/metrics.json")) == metrics
     assert store.read_bytes(f"{output}/accuracy.png").startswith(PNG_SIGNATURE)
     assert b"data:image/png;base64," in store.read_bytes(f"{output}/report.html")
+
+
+def test_pretrained_encoder_gets_linear_and_knn_evaluation(dataset, artifacts, tmp_path):
+    from simclrv2.evaluation.knn import knn_accuracy
+
+    torch.manual_seed(4)
+    pretrained = ContrastiveModel(ModelConfig(ENCODER)).eval()
+    uri = str(tmp_path / "pretrained.pt")
+    save_model(ObjectStore(), uri, pretrained)
+    output = tmp_path / "eval"
+    lines = []
+    metrics = evaluate(_config(dataset), artifacts, str(output), print_fn=lines.append,
+                       pretrained=uri)  # fmt: skip
+    found = metrics["representation"]
+    assert found["uri"] == uri and 0 <= found["linear_top1"] <= 1
+    # kNN on features computed here, image by image from the tar files, gives the same.
+    train, train_labels = _test_images(dataset, "labeled")
+    test, test_labels = _test_images(dataset, "test")
+    with torch.no_grad():
+        expected = knn_accuracy(pretrained.encoder(train), train_labels,
+                                pretrained.encoder(test), test_labels, 10)  # fmt: skip
+    assert found["knn_top1"] == pytest.approx(expected, abs=1 / TEST_IMAGES)
+    assert found["labeled_images"] == len(train_labels)
+    assert "Pretrained encoder, frozen" in (output / "report.html").read_text()
+    assert any("pretrained (linear, frozen)" in line for line in lines)
+    with pytest.raises(ValueError, match="not a pretrain output"):
+        evaluate(_config(dataset), artifacts, str(tmp_path / "again"), print_fn=lambda *_: None,
+                 pretrained=artifacts["teacher"])  # fmt: skip
+    assert not (tmp_path / "again").exists()  # checked before any work

@@ -51,8 +51,15 @@ def evaluate(
         stage: read_stage_warnings(store, join_uri(work_root, run_id, stage))
         for stage in ("pretrain", "finetune", "supervised", "distill")
     }
-    results = run_evaluate(config, models, output, store, stage_warnings=stage_warnings)
+    # The pretrain step's model, where it wrote it: linear and kNN evaluation of its encoder.
+    pretrained = join_uri(work_root, run_id, "pretrain", "model.pt")
+    pretrained = pretrained if store.exists(pretrained) else None
+    results = run_evaluate(config, models, output, store, stage_warnings=stage_warnings,
+                           pretrained=pretrained)  # fmt: skip
     metrics.log_metric("warnings", sum(len(found) for found in results["warnings"].values()))
+    for name in ("linear", "knn"):
+        if "representation" in results:
+            metrics.log_metric(f"pretrained_{name}_top1", results["representation"][f"{name}_top1"])
     for name, values in results["models"].items():
         metrics.log_metric(f"{name}_top1", values["top1"])
         metrics.log_metric(f"{name}_top5", values["top5"])

@@ -12,6 +12,18 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def _representation(found: dict | None) -> str:
+    if not found:
+        return ""
+    return (
+        "<h2>Pretrained encoder, frozen</h2><table><tr><th>evaluation</th><th>top-1</th></tr>"
+        f"<tr><td>linear (weight decay {found['linear_weight_decay']:g}, chosen on held-out "
+        f"labeled images)</td><td>{_percent(found['linear_top1'])}</td></tr>"
+        f"<tr><td>weighted kNN</td><td>{_percent(found['knn_top1'])}</td></tr></table>"
+        f"<p>fitted on the {found['labeled_images']} labeled images</p>"
+    )
+
+
 def render_html_report(title: str, metrics: dict, images: dict[str, bytes]) -> str:
     """metrics: the evaluate step's metrics.json content; images: caption -> PNG bytes."""
     models = metrics["models"]
@@ -49,7 +61,7 @@ def render_html_report(title: str, metrics: dict, images: dict[str, bytes]) -> s
         f"<p>dataset {escape(str(metrics['dataset']))}, split {escape(metrics['split'])}</p>"
         f"{warnings}"
         "<table><tr><th>model</th><th>top-1</th><th>top-5</th><th>examples</th></tr>"
-        f"{rows}</table>"
+        f"{rows}</table>{_representation(metrics.get('representation'))}"
         f"<h2>Per-class accuracy</h2><table><tr><th>class</th>{header}</tr>{per_class}</table>"
         f"{figures}</body></html>\n"
     )

@@ -63,7 +63,8 @@ def run_chain(
         "student": student.model_uri,
         "supervised": baseline.model_uri,
     }
-    metrics = evaluate(config, models, folder["evaluate"], store=store, print_fn=print_fn)
+    metrics = evaluate(config, models, folder["evaluate"], store=store, print_fn=print_fn,
+                       pretrained=pretrained.model_uri)  # fmt: skip
     seconds = time.perf_counter() - started
     summary = {name: metrics["models"][name]["top1"] for name in models}
     store.write_bytes(

@@ -23,7 +23,8 @@ from simclrv2.config.loading import dump_config
 from simclrv2.config.run_config import RunConfig
 from simclrv2.data.augmentations import eval_transform
 from simclrv2.distributed.context import init_distributed
-from simclrv2.models.simclr_model import Classifier
+from simclrv2.evaluation.representation import representation_metrics
+from simclrv2.models.simclr_model import Classifier, ContrastiveModel
 from simclrv2.performance import autocast, prepare_images, prepare_model
 from simclrv2.reports.accuracy_chart import plot_accuracy_bars
 from simclrv2.reports.html_report import render_html_report
@@ -135,11 +136,36 @@ def _write_outputs(store: ObjectStore, output: str, results: dict, config: RunCo
     store.write_bytes(join_uri(output, "metrics.json"), json.dumps(results, indent=2).encode())
 
 
+def _load_pretrained(store: ObjectStore, uri: str) -> ContrastiveModel:
+    model, _ = load_model(store, uri)
+    if not isinstance(model, ContrastiveModel):
+        raise ValueError(f"{uri} is not a pretrain output (a contrastive model)")
+    return model
+
+
+def _representation(model, uri, manifest, config, context, bf16, s3_settings, print_fn) -> dict:
+    started = time.perf_counter()
+    found = {"uri": uri} | representation_metrics(
+        model.encoder, manifest, config, context.device, bf16, s3_settings
+    )
+    print_fn(
+        f"[evaluate] pretrained encoder, frozen: linear {found['linear_top1']:.2%} (weight decay "
+        f"{found['linear_weight_decay']:g}, chosen on held-out labeled images), kNN "
+        f"{found['knn_top1']:.2%}, in {time.perf_counter() - started:.1f} s"
+    )
+    return found
+
+
 def _print_table(results: dict, print_fn) -> None:
     print_fn(f"\nTest accuracy ({results['dataset']}, {results['split']} split)")
     print_fn(f"  {'model':<24} {'top-1':>7} {'top-5':>7} {'examples':>9}")
     for name, m in results["models"].items():
         print_fn(f"  {name:<24} {m['top1']:>7.2%} {m['top5']:>7.2%} {m['num_examples']:>9}")
+    if "representation" in results:
+        found = results["representation"]
+        for name in ("linear", "knn"):
+            label = f"pretrained ({'linear' if name == 'linear' else 'kNN'}, frozen)"
+            print_fn(f"  {label:<24} {found[name + '_top1']:>7.2%} {'':>7} {'':>9}")
 
 
 def evaluate(
@@ -150,9 +176,13 @@ def evaluate(
     print_fn=print,
     batch_size: int = 256,
     stage_warnings: dict[str, list[str]] | None = None,
+    pretrained: str | None = None,
 ) -> dict:
     """Evaluate each model (display name -> model artifact URI) on config.data.dataset's test
     split; write metrics.json, PNGs and report.html to `output`; return the metrics.
+
+    pretrained: the pretrain step's model: its encoder's linear evaluation and kNN accuracy
+    (frozen features, fitted on the labeled split) go under metrics.json's "representation".
 
     stage_warnings: what the training steps found wrong with their results (stage -> warnings,
     their warnings.json); shown in the report with the evaluation's own (the student far
@@ -178,6 +208,7 @@ def evaluate(
     loaded = {
         name: load_classifier(store, name, uri, len(class_names)) for name, uri in models.items()
     }
+    encoder_model = _load_pretrained(store, pretrained) if pretrained is not None else None
     bf16 = bf16_enabled(config.runtime, context.device)
     print_fn(
         f"[evaluate] {len(models)} model(s) on {test.samples} test images of "
@@ -240,6 +271,17 @@ def evaluate(
                     f"[evaluate] {name}: {test.samples - len(labels)} undecodable test images "
                     "were skipped"
                 )
+        if pretrained is not None:
+            results["representation"] = _representation(
+                encoder_model,
+                pretrained,
+                manifest,
+                config,
+                context,
+                bf16,
+                store.settings,
+                print_fn,
+            )
         warnings = {stage: list(found) for stage, found in (stage_warnings or {}).items()
                     if found}  # fmt: skip
         own = student_vs_teacher_warnings(results["models"], config.promotion.max_below_teacher)
