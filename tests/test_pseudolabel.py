@@ -396,3 +396,25 @@ def test_s3_round_trip(s3_server, s3_bucket):
     assert seen.keys() == expected.keys() and len(seen) == 60
     for key, logits in seen.items():
         np.testing.assert_allclose(logits, expected[key], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["stored", "online"])
+def test_distill_from_stored_logits_or_from_the_teacher_online(tiny, tmp_path, mode):
+    """Both kinds of targets train a student; online needs no pseudo-labels at all."""
+    import dataclasses
+    import json
+
+    from simclrv2.steps.distill import distill
+
+    config = dataclasses.replace(
+        tiny.config, distill=dataclasses.replace(tiny.config.distill, teacher=mode)
+    )
+    pseudo = str(tiny.root / "pseudo") if mode == "stored" else str(tmp_path / "nothing-here")
+    lines = []
+    result = distill(config, str(tmp_path / "student"), str(tiny.root / "teacher.pt"), pseudo,
+                     max_steps=4, print_fn=lines.append)  # fmt: skip
+    history = json.loads((tmp_path / "student" / "history.json").read_text())
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    assert all(0 <= r["teacher_agreement"] <= 1 for r in history)
+    assert result.steps == 4
+    assert any("teacher online" in line for line in lines) == (mode == "online")

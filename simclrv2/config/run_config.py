@@ -182,9 +182,16 @@ class DistillSettings:
     temperature: float = 1.0  # 0.1 for self-distillation in the paper
     alpha: float = 0.0  # weight of the labeled loss; the paper's default uses none
     student: EncoderSettings | None = None  # None: same encoder as the teacher
+    # stored: targets are the pseudolabel step's teacher logits of each image's centre crop;
+    # online: the teacher runs inside distill on the student's own augmented view (the
+    # paper's Eq. 2: teacher and student see the same image), at the cost of a teacher
+    # forward pass per step.
+    teacher: Literal["stored", "online"] = "stored"
 
     def __post_init__(self):
         _positive("distill", temperature=self.temperature)
+        if self.teacher not in ("stored", "online"):
+            raise ValueError(f"distill.teacher must be stored or online, got {self.teacher!r}")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"distill.alpha must be in [0, 1], got {self.alpha}")
 

@@ -14,7 +14,7 @@ from simclrv2.config.run_config import RunConfig
 from simclrv2.data.step_data import finetune_data
 from simclrv2.models.simclr_model import Classifier
 from simclrv2.objectives.distillation import distillation_loss, teacher_probabilities
-from simclrv2.performance import autocast, prepare_images
+from simclrv2.performance import autocast, prepare_images, prepare_model
 from simclrv2.shards.loader import make_shard_loader
 from simclrv2.shards.paired_loader import make_distill_loader
 from simclrv2.shards.verify import load_manifest
@@ -60,10 +60,12 @@ def distill(
     store: ObjectStore | None = None,
     print_fn=print,
 ) -> TrainResult:
-    """pseudo_labels: the pseudolabel step's output (its manifest names the image shards)."""
+    """pseudo_labels: the pseudolabel step's output (its manifest names the image shards);
+    not read with distill.teacher online, where the teacher labels each augmented view."""
     store = store or ObjectStore()
     images = load_manifest(config.data.dataset, store)
-    pseudo = load_manifest(pseudo_labels, store)
+    online = config.distill.teacher == "online"
+    pseudo = None if online else load_manifest(pseudo_labels, store)
     settings = config.distill.optimizer
     samples = images.split("unlabeled").samples
     step = start_step("distill", config, settings, samples, output, checkpoint_dir, store,
@@ -98,33 +100,48 @@ def distill(
         "pin_memory": step.context.device.type == "cuda",
     }
 
+    device, channels_last = step.context.device, config.runtime.channels_last
+    if online:  # frozen, in eval mode (BN running statistics), on every rank
+        teacher = prepare_model(teacher, device, channels_last).eval().requires_grad_(False)
+        step.say("[distill] teacher online: it labels the student's own augmented views")
+
     def make_loader(epoch: int, check: bool):
-        unlabeled = make_distill_loader(images, pseudo, transform, epoch=epoch, check=check,
-                                        **common)  # fmt: skip
+        if online:
+            unlabeled = make_shard_loader(images, "unlabeled", transform, epoch=epoch,
+                                          check=check, **common)  # fmt: skip
+        else:
+            unlabeled = make_distill_loader(images, pseudo, transform, epoch=epoch,
+                                            check=check, **common)  # fmt: skip
         if alpha == 0:
             return unlabeled
         labeled = make_shard_loader(images, "labeled", transform, epoch=epoch, check=check,
                                     **common)  # fmt: skip
         return Zipped(unlabeled, labeled)
 
-    def student_logits(batch_images):
-        device = step.context.device
-        batch_images = data.on_device(batch_images, device)
-        batch_images = prepare_images(batch_images, device, config.runtime.channels_last)
-        with autocast(step.context.device, step.bf16):
-            return model(batch_images).float()
+    def views(batch_images):
+        return prepare_images(data.on_device(batch_images, device), device, channels_last)
+
+    def logits_of(network, batch_views):
+        with autocast(device, step.bf16):
+            return network(batch_views).float()
 
     def loss_fn(batch):
         unlabeled, labeled = (batch, None) if alpha == 0 else batch
-        batch_images, teacher_logits = unlabeled[0], unlabeled[1]
-        probs = teacher_probabilities(teacher_logits.to(step.context.device), tau)
-        logits = student_logits(batch_images)
+        batch_views = views(unlabeled[0])
+        if online:
+            with torch.no_grad():
+                teacher_logits = logits_of(teacher, batch_views)
+        else:
+            teacher_logits = unlabeled[1].to(device)
+        probs = teacher_probabilities(teacher_logits, tau)
+        logits = logits_of(model, batch_views)
         loss = distillation_loss(logits, probs, tau)
         agreement = (logits.argmax(1) == probs.argmax(1)).float().mean()
         if labeled is not None:
             labels = labeled[1].to(step.context.device)
-            loss = (1 - alpha) * loss + alpha * F.cross_entropy(student_logits(labeled[0]), labels)
-        return loss, {"teacher_agreement": agreement}, len(batch_images)
+            labeled_logits = logits_of(model, views(labeled[0]))
+            loss = (1 - alpha) * loss + alpha * F.cross_entropy(labeled_logits, labels)
+        return loss, {"teacher_agreement": agreement}, len(batch_views)
 
     result = run_training_loop(
         "distill", config, step.context, model, optimizer, scheduler, step.checkpoints,
