@@ -169,7 +169,6 @@ def test_crop_area_aspect_and_flip_match_the_per_sample_path(device, source):
     height, width = source
     image = coordinate_image(height, width)
     size = 32
-    cpu_views = per_sample_outputs(finetune_transform(size), image)
     ours = FinetuneView(size)
     dev_views = device_outputs(lambda b: ours(to_device_batch(b, torch.device(device))),
                                (image * 255).round().to(torch.uint8), device)  # fmt: skip

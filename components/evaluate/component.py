@@ -57,9 +57,9 @@ def evaluate(
     results = run_evaluate(config, models, output, store, stage_warnings=stage_warnings,
                            pretrained=pretrained)  # fmt: skip
     metrics.log_metric("warnings", sum(len(found) for found in results["warnings"].values()))
-    for name in ("linear", "knn"):
-        if "representation" in results:
-            metrics.log_metric(f"pretrained_{name}_top1", results["representation"][f"{name}_top1"])
+    for name, value in results.get("representation", {}).items():
+        if name in ("linear_top1", "knn_top1"):
+            metrics.log_metric(f"pretrained_{name}", value)
     for name, values in results["models"].items():
         metrics.log_metric(f"{name}_top1", values["top1"])
         metrics.log_metric(f"{name}_top5", values["top5"])

@@ -2,6 +2,7 @@
 
 import torch
 
+from simclrv2.config.run_config import RunConfig
 from simclrv2.data.augmentations import eval_transform
 from simclrv2.performance import autocast, prepare_images
 from simclrv2.shards.loader import make_shard_loader
@@ -43,3 +44,21 @@ def split_features(
     finally:
         encoder.train(was_training)
     return torch.cat(features), torch.cat(labels)
+
+
+def labeled_and_test_features(
+    encoder: torch.nn.Module, manifest: DatasetManifest, config: RunConfig,
+    device: torch.device, bf16: bool, s3_settings: S3Settings | None = None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """((features, labels) of the labeled split, (features, labels) of the test split), with
+    the run's image size, mode, memory format and workers."""
+    data = config.data
+
+    def features(split):
+        return split_features(
+            encoder, manifest, split, image_size=data.image_size, image_mode=data.image_mode,
+            device=device, channels_last=config.runtime.channels_last, bf16=bf16,
+            num_workers=data.num_workers, s3_settings=s3_settings,
+        )  # fmt: skip
+
+    return features("labeled"), features("test")

@@ -4,7 +4,7 @@ evaluation and weighted kNN on frozen features (labeled split to fit, test split
 import torch
 
 from simclrv2.config.run_config import RunConfig
-from simclrv2.evaluation.features import split_features
+from simclrv2.evaluation.features import labeled_and_test_features
 from simclrv2.evaluation.knn import knn_accuracy
 from simclrv2.evaluation.linear_probe import fit_linear_probe
 from simclrv2.shards.manifest import DatasetManifest
@@ -16,18 +16,9 @@ def representation_metrics(
     device: torch.device, bf16: bool, s3_settings: S3Settings | None = None,
 ) -> dict:  # fmt: skip
     """{"linear_top1", "linear_weight_decay", "knn_top1", "labeled_images"}."""
-    encoder = encoder.to(device)
-
-    def features(split):
-        return split_features(
-            encoder, manifest, split, image_size=config.data.image_size,
-            image_mode=config.data.image_mode, device=device,
-            channels_last=config.runtime.channels_last, bf16=bf16,
-            num_workers=config.data.num_workers, s3_settings=s3_settings,
-        )  # fmt: skip
-
-    train, train_labels = features("labeled")
-    test, test_labels = features("test")
+    (train, train_labels), (test, test_labels) = labeled_and_test_features(
+        encoder.to(device), manifest, config, device, bf16, s3_settings
+    )
     classes = len(manifest.class_names)
     probe = fit_linear_probe(train, train_labels, classes, seed=config.runtime.seed)
     knn = config.pretrain.knn

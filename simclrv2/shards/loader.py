@@ -352,6 +352,6 @@ def build_loader(
         persistent_workers=persistent_workers and num_workers > 0,
         collate_fn=collate_fn,
         pin_memory=pin_memory,
-        # Workers' torch seeds (augmentations) follow from this generator.
+        # Workers' base seeds; augmentations are reseeded at every pass (_seed_this_pass).
         generator=torch.Generator().manual_seed(hash((seed, rank, epoch)) % 2**62),
     )

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from simclrv2.config.run_config import RunConfig
 from simclrv2.distributed.context import DistributedContext
-from simclrv2.evaluation.features import split_features
+from simclrv2.evaluation.features import labeled_and_test_features
 from simclrv2.evaluation.knn import knn_accuracy
 from simclrv2.shards.manifest import DatasetManifest
 from simclrv2.storage.s3_client import S3Settings
@@ -52,18 +52,10 @@ class KnnMonitor:
         return values
 
     def _measure(self, encoder: torch.nn.Module) -> float:
-        data, runtime = self.config.data, self.config.runtime
-
-        def features(split):
-            return split_features(
-                encoder, self.manifest, split, image_size=data.image_size,
-                image_mode=data.image_mode, device=self.context.device,
-                channels_last=runtime.channels_last, bf16=self.bf16,
-                num_workers=data.num_workers, s3_settings=self.s3_settings,
-            )  # fmt: skip
-
-        train_features, train_labels = features("labeled")
-        test_features, test_labels = features("test")
+        (train, train_labels), (test, test_labels) = labeled_and_test_features(
+            encoder, self.manifest, self.config, self.context.device, self.bf16,
+            self.s3_settings,
+        )  # fmt: skip
         settings = self.settings
-        return knn_accuracy(train_features, train_labels, test_features, test_labels,
-                            self.num_classes, settings.k, settings.temperature)  # fmt: skip
+        return knn_accuracy(train, train_labels, test, test_labels, self.num_classes,
+                            settings.k, settings.temperature)  # fmt: skip
