@@ -4,8 +4,16 @@ import argparse
 import os
 import re
 import sys
+import traceback
 
 from simclrv2 import __version__
+from simclrv2.errors import (
+    INTERRUPTED_EXIT,
+    RUNTIME_EXIT,
+    USAGE_EXIT,
+    is_usage_error,
+    message_of,
+)
 
 EXAMPLES = """examples:
   simclrv2 quickstart                     # the whole pipeline on 1% of Fashion-MNIST labels
@@ -224,10 +232,18 @@ def _run_verify(args) -> int:
     from simclrv2.shards.verify import load_manifest, verify_dataset
 
     store = _object_store(args)
-    bad = verify_dataset(load_manifest(args.dataset, store), store, args.split)
+    manifest = load_manifest(args.dataset, store)
+    bad = verify_dataset(manifest, store, args.split)
     if bad:
-        print(f"[verify] {len(bad)} shard(s) do not match the manifest", file=sys.stderr)
-        return 1
+        # The check's answer, not a usage error: exit 1, as sha256sum -c.
+        total = sum(len(manifest.split(name).shards) for name in args.split or manifest.splits)
+        print(
+            f"simclrv2: error: {len(bad)} of {total} shards do not match the manifest (BAD or "
+            "MISSING above): the dataset changed after it was published; shard the source "
+            "again to a new --output",
+            file=sys.stderr,
+        )
+        return RUNTIME_EXIT
     print("[verify] every shard matches its manifest checksum")
     return 0
 
@@ -440,7 +456,10 @@ def _run_evaluate(args) -> int:
     for item in args.model:
         name, sep, uri = item.partition("=")
         if not sep or not name or not uri:
-            raise ValueError(f"--model {item!r} must look like NAME=URI")
+            raise ValueError(
+                f"--model {item!r} must look like NAME=URI, e.g. "
+                "teacher=s3://runs/r1/finetune/model.pt"
+            )
         models[name] = uri
     config = _load_run_config(args)
     evaluate(config, models, args.output, _object_store(args), batch_size=args.batch_size,
@@ -565,14 +584,30 @@ def _run_pipeline_compile(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the error first: `simclrv2 shard: error: ...`, then how to get help.
+
+    argparse prints the usage before the error; a user (and a log scanner) reads the first
+    line, so it should say what is wrong. Sub-command parsers inherit this class.
+    """
+
+    def error(self, message: str):
+        self.exit(
+            USAGE_EXIT,
+            f"{self.prog}: error: {message}\n{self.format_usage()}"
+            f"run `{self.prog} --help` for every option\n",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="simclrv2",
         description="SimCLRv2: big self-supervised models are strong semi-supervised learners.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback too")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_quickstart(subparsers)
     _add_params(subparsers)
@@ -587,19 +622,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(error: Exception, debug: bool) -> int:
+    """One line on stderr that says what went wrong (the traceback too with --debug); the
+    exit status: 2 when the user must change something, 1 when something failed."""
+    if debug:
+        traceback.print_exception(error)
+    message = message_of(error)
+    if is_usage_error(error) or _is_described(error):
+        print(f"simclrv2: error: {message}", file=sys.stderr)
+    else:  # not one of ours: the type says more than the message alone
+        print(f"simclrv2: error: {type(error).__name__}: {message}", file=sys.stderr)
+        if not debug:
+            print("simclrv2: rerun with --debug to see where it failed", file=sys.stderr)
+    return USAGE_EXIT if is_usage_error(error) else RUNTIME_EXIT
+
+
+# Runtime failures whose messages already say what failed and what to do. Looked up by name
+# in the modules already imported, so that reporting an error imports nothing.
+_DESCRIBED = (
+    ("simclrv2.storage.errors", "StorageError"),
+    ("simclrv2.training.checkpoint", "CheckpointError"),
+    ("simclrv2.kfp_client", "PipelineClientError"),
+)
+
+
+def _is_described(error: Exception) -> bool:
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    for module, name in _DESCRIBED:
+        if module in sys.modules and isinstance(error, getattr(sys.modules[module], name)):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
         return 0
-    from simclrv2.storage.errors import StorageError
-
     try:
         return args.handler(args)
-    except (ValueError, OSError, StorageError) as error:  # bad input: message, no traceback
-        print(f"simclrv2: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("simclrv2: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except Exception as error:  # one line, no traceback (unless --debug), exit 2 or 1
+        return _report(error, args.debug)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simclrv2 import __version__
+from simclrv2.errors import RUNTIME_EXIT, USAGE_EXIT, UsageError
 
 if TYPE_CHECKING:
     import kfp
@@ -56,6 +57,15 @@ _CRON_DESCRIPTOR = re.compile(r"@(yearly|annually|monthly|weekly|daily|midnight|
 
 class PipelineClientError(RuntimeError):
     """A KFP API call failed: which call, the HTTP status and the server's message."""
+
+
+class PipelineRequestError(PipelineClientError, UsageError):
+    """The request cannot succeed as given (an unknown name, a refused token, a bad argument):
+    the user must change it. The CLI exits 2 for these, 1 for the other API failures."""
+
+
+# HTTP answers that say the request itself is wrong, not the server.
+_REQUEST_ERROR_STATUSES = frozenset({400, 401, 403, 404, 409})
 
 
 class RunFailedError(PipelineClientError):
@@ -142,11 +152,15 @@ def _server_errors(action: str) -> Iterator[None]:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     except kfp_server_api.ApiException as error:
-        raise PipelineClientError(f"{action}: {_describe_api_error(error)}") from error
+        kind = (
+            PipelineRequestError if error.status in _REQUEST_ERROR_STATUSES else PipelineClientError
+        )
+        raise kind(f"{action}: {_describe_api_error(error)}") from error
     except urllib3.exceptions.HTTPError as error:
         reason = getattr(error, "reason", None) or error
         raise PipelineClientError(
-            f"{action}: cannot reach the KFP API server ({reason})"
+            f"{action}: cannot reach the KFP API server ({reason}); check --host or "
+            f"${HOST_ENV} and that the server (or its kubectl port-forward) is up"
         ) from error
 
 
@@ -202,7 +216,7 @@ def _find_pipeline(client: kfp.Client, name: str, namespace: str | None):
     # The filter is checked again here: an older server may ignore an unknown filter key.
     found = [pipeline for pipeline in found if pipeline.display_name == name]
     if len(found) > 1:
-        raise PipelineClientError(f"{len(found)} pipelines are named {name!r}: rename all but one")
+        raise PipelineRequestError(f"{len(found)} pipelines are named {name!r}: rename all but one")
     return found[0] if found else None
 
 
@@ -284,7 +298,9 @@ def upload(
     ("pipeline" or "version").
     """
     if not Path(package_path).is_file():
-        raise ValueError(f"no pipeline package at {package_path}: compile it first")
+        raise ValueError(
+            f"no pipeline package at {package_path}: compile it first (simclrv2 pipeline compile)"
+        )
     namespace = _namespace(client, namespace)
     action = f"uploading {package_path} as pipeline {pipeline_name!r}"
     with _server_errors(action):
@@ -304,7 +320,7 @@ def upload(
         version_name = version_name or default_version_name(package_path)
         existing = _find_version(client, pipeline.pipeline_id, version_name)
         if existing is not None:
-            raise PipelineClientError(
+            raise PipelineRequestError(
                 f"{action}: version {version_name!r} exists already "
                 f"({existing.pipeline_version_id}); commit your changes or pass --version-name"
             )
@@ -339,14 +355,16 @@ def _resolve_pipeline(
         return {"pipeline_package_path": pipeline}, {"package": pipeline}
     found = _find_pipeline(client, pipeline, namespace)
     if found is None:
-        raise PipelineClientError(
+        raise PipelineRequestError(
             f"no pipeline named {pipeline!r} on the server (and no such package file): "
             "upload it first with `simclrv2 pipeline upload`"
         )
     version = _find_version(client, found.pipeline_id, version_name)
     if version is None:
         which = f"no version {version_name!r}" if version_name else "no version"
-        raise PipelineClientError(f"pipeline {pipeline!r} has {which}")
+        raise PipelineRequestError(
+            f"pipeline {pipeline!r} has {which}: upload one with `simclrv2 pipeline upload`"
+        )
     kwargs = {"pipeline_id": found.pipeline_id, "version_id": version.pipeline_version_id}
     described = {
         "pipeline_id": found.pipeline_id,
@@ -493,7 +511,7 @@ def schedule(
         existing = _find_recurring_runs(client, job_name, namespace)
         if existing and not replace:
             ids = ", ".join(job.recurring_run_id for job in existing)
-            raise PipelineClientError(
+            raise PipelineRequestError(
                 f"a recurring run named {job_name!r} exists already ({ids}): "
                 "pass --replace to replace it"
             )
@@ -536,7 +554,9 @@ def set_schedule_enabled(
         found = _find_recurring_runs(client, job_name, namespace)
         if len(found) != 1:
             what = "no recurring run" if not found else f"{len(found)} recurring runs"
-            raise PipelineClientError(f"{verb} {job_name!r}: {what} with that name")
+            raise PipelineRequestError(
+                f"{verb} {job_name!r}: {what} with that name (`--cron` creates one)"
+            )
         job_id = found[0].recurring_run_id
         if enabled:
             client.enable_recurring_run(job_id)
@@ -693,14 +713,18 @@ def _client_from_args(args) -> kfp.Client:
 
 
 def _reporting_errors(handler):
-    """Run a command handler; a failed API call becomes one line on stderr and exit status 1."""
+    """Run a command handler; a failed API call becomes one line on stderr and exit status 2
+    (the request must change) or 1 (the server failed). With --debug the error goes on to
+    the CLI, which shows the traceback."""
 
     def wrapped(args) -> int:
         try:
             return handler(args)
         except PipelineClientError as error:
+            if getattr(args, "debug", False):
+                raise
             print(f"simclrv2: error: {error}", file=sys.stderr)
-            return 1
+            return USAGE_EXIT if isinstance(error, UsageError) else RUNTIME_EXIT
 
     wrapped.__doc__ = handler.__doc__
     return wrapped

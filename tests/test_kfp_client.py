@@ -541,9 +541,10 @@ def test_cli_errors(fake, package, capsys):
     with pytest.raises(ValueError, match="--enable / --disable"):
         _call(["pipeline", "schedule", "--job-name", "j", *connection], capsys)
 
-    # An API error: one line on stderr, exit status 1.
+    # A request that cannot succeed as given: one line on stderr, exit status 2 (the user must
+    # change it; 1 is for failures of the server or the connection).
     code, out, err = _call(["pipeline", "run", "--pipeline-name", "absent", *connection], capsys)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith("simclrv2: error: ") and "no pipeline named 'absent'" in err
 
     with pytest.raises(SystemExit):

@@ -103,8 +103,18 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        where = f"{path}: " if path and not str(error).startswith(path) else ""
-        raise ConfigError(f"{where}{error}") from error
+        raise ConfigError(_located(str(error), path)) from error
+
+
+def _located(message: str, path: str) -> str:
+    """The message with the full key path: a section's check knows only its own name
+    ("optimizer.base_learning_rate ..." becomes "pretrain.optimizer.base_learning_rate ...")."""
+    if not path or message.startswith(path):
+        return message
+    leaf = path.rsplit(".", 1)[-1]
+    if message.startswith(leaf + "."):
+        return path + message[len(leaf) :]
+    return f"{path}: {message}"
 
 
 def to_dict(config: Any) -> dict:

@@ -19,9 +19,16 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from simclrv2.errors import UsageError
 from simclrv2.storage.uri import is_s3_uri, split_s3_uri
 
-__all__ = ["ObjectNotFound", "StorageError", "describe_endpoint", "explain_client_error"]
+__all__ = [
+    "ObjectNotFound",
+    "StorageError",
+    "StorageSettingsError",
+    "describe_endpoint",
+    "explain_client_error",
+]
 
 _CREDENTIAL_CODES = frozenset(
     {
@@ -45,6 +52,11 @@ _CREDENTIALS_HINT = (
 
 class StorageError(Exception):
     """Reading or writing the object store failed; the message says why and how to fix it."""
+
+
+class StorageSettingsError(StorageError, UsageError):
+    """The store refuses the request as given (unknown bucket, refused or missing
+    credentials): the user must fix a URI or a credential, and retrying cannot help."""
 
 
 class ObjectNotFound(StorageError, FileNotFoundError):  # noqa: N818 (reads as "object not found")
@@ -90,12 +102,12 @@ def explain_client_error(
         # HEAD requests have no body, so a missing bucket shows up as a bare "404" there.
         if code == "NoSuchBucket" or (operation == "HeadBucket" and code in _NOT_FOUND_CODES):
             bucket = details.get("BucketName") or _bucket_of(uri)
-            return StorageError(
+            return StorageSettingsError(
                 f"bucket {bucket!r} does not exist at {where}: create it (e.g. `aws s3 mb "
                 f"s3://{bucket}` or in your storage console) or fix the URI {uri!r}"
             )
         if code in _CREDENTIAL_CODES or status == 403:
-            return StorageError(
+            return StorageSettingsError(
                 f"S3 at {where} refused the credentials for {uri!r} ({code or status}): "
                 f"{_CREDENTIALS_HINT}"
             )
@@ -111,7 +123,7 @@ def explain_client_error(
             f"S3 {operation} on {uri!r} at {where} failed: {code or status}: {message}"
         )
     if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
-        return StorageError(
+        return StorageSettingsError(
             f"no complete S3 credentials for {uri!r}: set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (in Kubeflow, from the artifact-store secret) or pass "
             "--s3-access-key-id and --s3-secret-access-key"

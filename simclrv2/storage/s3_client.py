@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from simclrv2.storage.errors import StorageError
+from simclrv2.storage.errors import StorageSettingsError
 
 __all__ = ["DEFAULT_REGION", "S3Settings", "make_s3_client"]
 
@@ -103,7 +103,7 @@ def make_s3_client(
             if settings.access_key_id
             else ("secret access key", "AWS_ACCESS_KEY_ID / --s3-access-key-id")
         )
-        raise StorageError(f"S3 {given} given without its pair: set {missing} too")
+        raise StorageSettingsError(f"S3 {given} given without its pair: set {missing} too")
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
