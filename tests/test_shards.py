@@ -19,6 +19,7 @@ from simclrv2.shards.shard_dataset import (
     ShardRequest,
     make_plan,
     publish,
+    read_published,
     shard_dataset,
     write_part,
 )
@@ -236,13 +237,37 @@ def test_parallel_parts_merge_into_the_same_dataset(tmp_path):
     assert len(manifest.split("unlabeled").shards) == 3
 
 
-def test_corrupt_images_are_skipped_counted_and_fail_past_the_threshold(tmp_path, caplog):
+def test_corrupt_images_are_refused_by_the_shard_step(tmp_path):
     source = make_image_folder(tmp_path / "images", per_class=10)
     broken = source / "train" / "dog" / "dog_0.jpg"
     broken.write_bytes(broken.read_bytes()[:40])  # truncated JPEG
+    request = ShardRequest(str(source), str(tmp_path / "out"), LabelSubsetSpec(per_class=1))
+    with pytest.raises(ValueError, match=r"dog_0\.jpg cannot be decoded"):
+        shard_dataset(request)
+    assert not list((tmp_path / "out").glob("*.tar"))
+    assert read_published(request.output, ObjectStore()) is None
+
+
+def _spoil_member(manifest, split: str, member: str) -> None:
+    """Overwrite one image inside a published shard with zeros of the same length (bit rot
+    after publishing: sizes still match the manifest, the image no longer decodes)."""
+    for shard in manifest.split(split).shards:
+        with tarfile.open(shard.uri) as tar:
+            found = [m for m in tar.getmembers() if m.name == member]
+        if found:
+            with open(shard.uri, "r+b") as stream:
+                stream.seek(found[0].offset_data)
+                stream.write(bytes(found[0].size))
+            return
+    raise AssertionError(f"{member} is in no {split} shard")
+
+
+def test_corrupt_images_are_skipped_counted_and_fail_past_the_threshold(tmp_path, caplog):
+    source = make_image_folder(tmp_path / "images", per_class=10)
     manifest = shard_dataset(
         ShardRequest(str(source), str(tmp_path / "out"), LabelSubsetSpec(per_class=1))
     )
+    _spoil_member(manifest, "unlabeled", "dog_dog_0.jpg")
     resize = eval_transform(16)  # images differ in size
     loader = make_shard_loader(manifest, "unlabeled", resize, batch_size=5, num_workers=0,
                                max_corrupt_fraction=0.1, with_keys=True)  # fmt: skip

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from simclrv2.datasets.image_check import check_image
 from simclrv2.datasets.image_source import ImageRecord
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,39 @@ def record_key(relative_path: str) -> str:
 
 def _extension(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _check_names(where: str, classes: dict[str, list[_Entry]]) -> None:
+    """Refuse names that would break later: non-UTF-8 bytes (S3 keys, tar member names and
+    JSON metadata are UTF-8; Python keeps such bytes as lone surrogates that fail when
+    written) and class folders that differ only in case (two classes here, one folder on
+    macOS or Windows: almost always one class spelt twice)."""
+    used = [*classes, *(relative for files in classes.values() for relative, _, _ in files)]
+    undecodable = sorted(name for name in used if not _is_utf8(name))
+    if undecodable:
+        shown = ", ".join(repr(os.fsencode(name)) for name in undecodable[:3])
+        raise ValueError(
+            f"{len(undecodable)} name(s) in {where} are not valid UTF-8, e.g. {shown}: rename "
+            "them to UTF-8, e.g. `convmv -f latin1 -t utf8 -r --notest <folder>`"
+        )
+    by_lower: dict[str, list[str]] = {}
+    for name in classes:
+        by_lower.setdefault(name.lower(), []).append(name)
+    clashes = sorted(sorted(names) for names in by_lower.values() if len(names) > 1)
+    if clashes:
+        spelt = " and ".join(repr(name) for name in clashes[0])
+        raise ValueError(
+            f"class folders {spelt} in {where} differ only in case: merge them into one "
+            "folder, or rename one if they really are different classes"
+        )
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.listdir keeps undecodable bytes as lone surrogates
+        return False
+    return True
 
 
 class ImageFolderSource:
@@ -115,13 +149,15 @@ class ImageFolderSource:
         return list(self._listing.records[split])
 
     def read(self, split: str, record: ImageRecord) -> tuple[bytes, str]:
-        """The file's bytes exactly as stored, and its lower-case extension."""
+        """The file's bytes exactly as stored, and its lower-case extension; BadImageError
+        when they do not decode (image_check.py)."""
         self._check_split(split)
         if self.store is not None:
             data = self.store.read_bytes(str(record.ref))
         else:
             with open(record.ref, "rb") as f:
                 data = f.read()
+        check_image(data, str(record.ref))
         return data, _extension(record.filename)
 
     def fingerprint(self) -> str:
@@ -200,8 +236,12 @@ class ImageFolderSource:
             raise ValueError(f"{where} has no class folders (expected {where}/<class>/<image>)")
         for name, files in classes.items():
             if not files:
-                raise ValueError(f"class folder {where}/{name} holds no jpg/jpeg/png images")
+                raise ValueError(
+                    f"class folder {where}/{name} holds no jpg/jpeg/png images: add some or "
+                    f"remove the folder (every folder in {folder}/ is a class)"
+                )
             files.sort()
+        _check_names(where, classes)
         return dict(sorted(classes.items()))
 
     def _scan(self) -> _Listing:

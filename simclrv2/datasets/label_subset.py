@@ -18,7 +18,9 @@ def balanced_subset(
     classes = torch.unique(labels)
     if fraction is not None:
         if not 0 < fraction <= 1:
-            raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+            raise ValueError(
+                f"label fraction must be in (0, 1], e.g. 0.01 for 1 % of the labels; got {fraction}"
+            )
         per_class = max(1, math.floor(fraction * len(labels) / len(classes) + 0.5))
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
@@ -29,7 +31,9 @@ def balanced_subset(
         if len(members) < per_class:
             raise ValueError(
                 f"class {int(cls)} has {len(members)} images, fewer than the {per_class} "
-                "asked for; lower the fraction or per_class"
+                "labeled images per class asked for: ask for at most "
+                f"{min(int((labels == c).sum()) for c in classes)} per class, or a smaller "
+                "fraction"
             )
         order = torch.randperm(len(members), generator=generator)
         chosen.append(members[order[:per_class]])

@@ -47,7 +47,10 @@ class LabelSubsetSpec:
         if self.fraction is not None and (
             isinstance(self.fraction, bool) or not 0 < self.fraction <= 1
         ):
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
+            raise ValueError(
+                f"label fraction must be in (0, 1], e.g. 0.01 for 1 % of the labels; "
+                f"got {self.fraction!r}"
+            )
         if self.per_class is not None and (
             isinstance(self.per_class, bool)
             or not isinstance(self.per_class, int)
@@ -63,7 +66,18 @@ class LabelSubsetSpec:
         """The names in ``file_list``, in file order, without blank lines or surrounding spaces."""
         if self.file_list is None:
             raise ValueError("this spec has no file_list")
-        lines = Path(self.file_list).read_text().splitlines()
+        try:
+            lines = Path(self.file_list).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise ValueError(
+                f"label file {self.file_list} does not exist: pass a text file with one image "
+                "file name per line (the 1percent.txt format)"
+            ) from None
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"label file {self.file_list} is not UTF-8 text: it should hold one image file "
+                "name per line (the 1percent.txt format)"
+            ) from None
         return [line.strip() for line in lines if line.strip()]
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +120,8 @@ class LabelSubsetSpec:
             raise ValueError(
                 f"{len(missing)} of the {len(names)} names in {self.file_list} match no image: "
                 + _some(missing)
+                + " (names are file names of train/ images, e.g. n01440764_10026.JPEG): fix "
+                "the list or add the images"
             )
         ambiguous = sorted(name for name, indices in matches.items() if len(indices) > 1)
         if ambiguous:

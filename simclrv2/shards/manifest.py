@@ -71,7 +71,14 @@ class DatasetManifest:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"{origin} is not valid JSON: {error}") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{origin} is not a dataset manifest: it holds no JSON object")
         version = data.get("format_version")
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ValueError(
+                f"{origin} was written by a newer simclrv2 (format_version {version}; this one "
+                f"reads {FORMAT_VERSION}): upgrade simclrv2, or shard the source again with it"
+            )
         if version != FORMAT_VERSION:
             raise ValueError(
                 f"{origin} has format_version {version!r}; this version of simclrv2 reads "

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 from simclrv2.datasets.builtin_sources import BUILTIN_SOURCES, open_builtin_source
+from simclrv2.datasets.image_check import BadImageError
 from simclrv2.datasets.image_folder_source import ImageFolderSource
 from simclrv2.datasets.image_source import ImageRecord, ImageSource
 from simclrv2.datasets.label_subset_spec import LabelSubsetSpec
+from simclrv2.errors import UsageError
 from simclrv2.shards.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -46,8 +48,8 @@ VERSION_PREFIX = "v-"
 VERSION_DIGITS = 16  # 64 bits of the sha256: collisions are not a practical concern
 
 
-class DatasetExistsError(FileExistsError):
-    """A different dataset is already published at the output."""
+class DatasetExistsError(FileExistsError, UsageError):
+    """A different dataset is already published at the output: choose another (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -182,9 +184,9 @@ def _check_not_published_differently(plan: ShardPlan, store: ObjectStore):
     existing = read_published(plan.request.output, store)
     if existing is not None and existing.fingerprint != plan.fingerprint:
         raise DatasetExistsError(
-            f"a different dataset is already published at {plan.request.output} "
-            f"(source {existing.source}, seed {existing.seed}, labels {existing.label_subset}); "
-            "published datasets are never overwritten: choose another --output or delete it"
+            f"a different dataset is already published at {plan.request.output} (from "
+            f"{existing.source}); published datasets are never overwritten: choose another "
+            "--output, or delete that one"
         )
     return existing
 
@@ -193,7 +195,10 @@ def write_part(plan: ShardPlan, part: int, store: ObjectStore) -> dict[str, list
     """Write part `part` of every split; skipped when its part file already exists."""
     request = plan.request
     if not 0 <= part < request.num_parts:
-        raise ValueError(f"part {part} is out of range for {request.num_parts} parts")
+        raise ValueError(
+            f"part {part} is out of range for {request.num_parts} parts "
+            f"(0 to {request.num_parts - 1})"
+        )
     part_uri = _part_uri(request, part)
     if store.exists(part_uri):
         done = json.loads(store.read_bytes(part_uri))
@@ -202,7 +207,7 @@ def write_part(plan: ShardPlan, part: int, store: ObjectStore) -> dict[str, list
             return {s: [ShardInfo(**i) for i in infos] for s, infos in done["splits"].items()}
     total = sum(len(plan.part_range(split, part)) for split in plan.samples)
     progress = Progress(f"shard part {part + 1}/{request.num_parts}", total, every=1000)
-    written, done_samples = {}, 0
+    written, done_samples, bad = {}, 0, {}
     for split in plan.samples:
         labeled = split != "unlabeled"
         prefix = f"{split}-{part:03d}"
@@ -215,18 +220,39 @@ def write_part(plan: ShardPlan, part: int, store: ObjectStore) -> dict[str, list
         )
         with writer:
             for source_split, record in plan.part_range(split, part):
-                data, extension = plan.source.read(source_split, record)
+                try:
+                    data, extension = plan.source.read(source_split, record)
+                except BadImageError as error:  # go on: the user fixes every bad file at once
+                    bad.setdefault(str(record.ref), str(error))
+                    continue
                 sample = encode_sample(record, data, extension, labeled, plan.source.class_names)
                 writer.write(sample)
                 done_samples += 1
                 progress.update(done_samples, 1)
         written[split] = writer.shards
+    if bad:
+        _refuse_bad_images(bad, written, store)
     part_record = {
         "fingerprint": plan.fingerprint,
         "splits": {s: [asdict(i) for i in infos] for s, infos in written.items()},
     }
     store.write_bytes(part_uri, json.dumps(part_record, indent=1).encode())
     return written
+
+
+def _refuse_bad_images(bad: dict[str, str], written: dict, store: ObjectStore) -> None:
+    """Delete this part's shards (they would hold a dataset without those images) and say
+    which files to fix."""
+    for infos in written.values():
+        for info in infos:
+            store.delete(info.uri)
+    if len(bad) == 1:
+        raise BadImageError(next(iter(bad.values())))
+    names = sorted(bad)
+    shown = ", ".join(names[1:4]) + (" ..." if len(names) > 4 else "")
+    raise BadImageError(
+        f"{len(bad)} image files cannot be used: {bad[names[0]]}; the others: {shown}"
+    )
 
 
 def publish(plan: ShardPlan, store: ObjectStore) -> DatasetManifest:

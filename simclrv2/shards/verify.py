@@ -30,7 +30,12 @@ def verify_dataset(
     for name in splits or manifest.splits:
         for shard in manifest.split(name).shards:
             digest, size = hashlib.sha256(), 0
-            stream = store.open_read(shard.uri)
+            try:
+                stream = store.open_read(shard.uri)
+            except FileNotFoundError:
+                print_fn(f"[verify] MISSING {shard.uri}")
+                bad.append(shard.uri)
+                continue
             try:
                 while chunk := stream.read(_CHUNK):
                     digest.update(chunk)
