@@ -25,6 +25,8 @@ import webdataset as wds
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from simclrv2.errors import UsageError
+from simclrv2.shards.image_modes import to_training_mode
 from simclrv2.shards.manifest import DatasetManifest
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.s3_client import S3Settings
@@ -36,8 +38,8 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 READ_MODES = {"rgb": "RGB", "gray": "L", None: None}
 
 
-class CorruptDataError(RuntimeError):
-    """Too many samples could not be decoded."""
+class CorruptDataError(UsageError):
+    """Too many samples could not be decoded: the data must be fixed (exit status 2)."""
 
 
 def _worker() -> tuple[int, int]:
@@ -136,7 +138,7 @@ class SampleDecoder:
             raise ValueError(f"no image ({'/'.join(IMAGE_EXTENSIONS)}) in the sample")
         with Image.open(io.BytesIO(sample[extension])) as opened:
             opened.load()  # decode now: truncated or corrupt data raises here
-            image = opened.convert(self.read_mode) if self.read_mode else opened.copy()
+            image = to_training_mode(opened, self.read_mode)
         image = pil_to_tensor(image)  # uint8 (C, H, W)
         if self.transform is not None:
             image = self.transform(image)
@@ -168,7 +170,8 @@ class SampleDecoder:
             raise CorruptDataError(
                 f"{self.corrupt} of {self.seen} samples could not be decoded, more than the "
                 f"allowed fraction {self.max_corrupt_fraction}: check the shards (simclrv2 "
-                "verify) or raise --max-corrupt-fraction"
+                "verify), re-shard the source, or raise data.max_corrupt_fraction "
+                "(--set data.max_corrupt_fraction=0.05)"
             )
 
 
