@@ -34,6 +34,7 @@ from simclrv2.steps.model_artifact import save_model
 from simclrv2.steps.pseudolabel import pseudolabel
 from simclrv2.storage.object_store import ObjectStore
 from tests.multiprocess import run_on_ranks
+from tests.shard_damage import spoil_member
 
 BATCH = 16  # 40-sample shards: chunks of 16, 16 and 8
 
@@ -282,8 +283,6 @@ def test_undecodable_images_get_a_marker_and_are_skipped_by_the_loader(tmp_path)
         )
     (tmp_path / "images" / "val").mkdir()
     shutil.copytree(tmp_path / "images" / "train" / "cat", tmp_path / "images" / "val" / "cat")
-    broken = tmp_path / "images" / "train" / "dog" / "03.png"
-    broken.write_bytes(broken.read_bytes()[:30])  # truncated PNG
     request = ShardRequest(
         str(tmp_path / "images"),
         str(tmp_path / "dataset"),
@@ -291,6 +290,7 @@ def test_undecodable_images_get_a_marker_and_are_skipped_by_the_loader(tmp_path)
         max_samples_per_shard=5,
     )
     images = shard_dataset(request)
+    spoil_member(images, "unlabeled", "dog_03.png")  # rotted after publishing
     save_model(ObjectStore(), str(tmp_path / "teacher.pt"), make_teacher(2, in_channels=3))
     config = make_config(
         str(tmp_path / "dataset"),

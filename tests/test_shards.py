@@ -26,6 +26,7 @@ from simclrv2.shards.shard_dataset import (
 from simclrv2.shards.verify import load_manifest, verify_dataset
 from simclrv2.storage.errors import StorageError
 from simclrv2.storage.object_store import ObjectStore
+from tests.shard_damage import spoil_member
 
 CLASSES = ("cat", "dog", "fox")
 
@@ -248,26 +249,12 @@ def test_corrupt_images_are_refused_by_the_shard_step(tmp_path):
     assert read_published(request.output, ObjectStore()) is None
 
 
-def _spoil_member(manifest, split: str, member: str) -> None:
-    """Overwrite one image inside a published shard with zeros of the same length (bit rot
-    after publishing: sizes still match the manifest, the image no longer decodes)."""
-    for shard in manifest.split(split).shards:
-        with tarfile.open(shard.uri) as tar:
-            found = [m for m in tar.getmembers() if m.name == member]
-        if found:
-            with open(shard.uri, "r+b") as stream:
-                stream.seek(found[0].offset_data)
-                stream.write(bytes(found[0].size))
-            return
-    raise AssertionError(f"{member} is in no {split} shard")
-
-
 def test_corrupt_images_are_skipped_counted_and_fail_past_the_threshold(tmp_path, caplog):
     source = make_image_folder(tmp_path / "images", per_class=10)
     manifest = shard_dataset(
         ShardRequest(str(source), str(tmp_path / "out"), LabelSubsetSpec(per_class=1))
     )
-    _spoil_member(manifest, "unlabeled", "dog_dog_0.jpg")
+    spoil_member(manifest, "unlabeled", "dog_dog_0.jpg")
     resize = eval_transform(16)  # images differ in size
     loader = make_shard_loader(manifest, "unlabeled", resize, batch_size=5, num_workers=0,
                                max_corrupt_fraction=0.1, with_keys=True)  # fmt: skip
