@@ -31,6 +31,13 @@ class DistributedContext:
         return self.world_size > 1
 
 
+def expected_world_size() -> int:
+    """How many processes this run has, known before joining the process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group torchrun describes (if any) and pick this process's device."""
     if dist.is_available() and dist.is_initialized():  # joined already (e.g. by a test)

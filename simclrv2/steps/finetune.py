@@ -49,7 +49,17 @@ def build_classifier(
         raise ValueError("fine-tuning needs --pretrained MODEL (or finetune.from_scratch=true)")
     pretrained, _ = load_model(store, pretrained_uri)
     if not isinstance(pretrained, ContrastiveModel):
-        raise ValueError(f"{pretrained_uri} is not a pretrain output (a contrastive model)")
+        raise ValueError(
+            f"{pretrained_uri} is a {type(pretrained).__name__}, not a pretrain output: pass "
+            "the pretrain step's model.pt as --pretrained"
+        )
+    channels = pretrained.config.encoder.in_channels
+    if channels != config.data.channels:
+        raise ValueError(
+            f"{pretrained_uri} takes {channels}-channel images but data.image_mode "
+            f"{config.data.image_mode!r} gives {config.data.channels}: set data.image_mode "
+            "as it was for pretraining"
+        )
     layers = config.finetune.proj_layers
     if layers == -1:  # the reference's ft_proj_selector -1: the whole head
         layers = pretrained.config.num_proj_layers
@@ -81,10 +91,11 @@ def finetune(
     settings = config.finetune.optimizer
     labeled = manifest.split("labeled")
     name = "supervised" if config.finetune.from_scratch else "finetune"
+    num_classes = len(manifest.class_names)
+    # Before the step starts: a wrong --pretrained fails without a process group or output.
+    classifier = build_classifier(config, num_classes, pretrained_uri, store)
     step = start_step(name, config, settings, labeled.samples, output, checkpoint_dir, store,
                       print_fn, section="finetune")  # fmt: skip
-    num_classes = len(manifest.class_names)
-    classifier = build_classifier(config, num_classes, pretrained_uri, store)
     model = place_model(classifier, step.context, config.runtime)
     optimizer, scheduler, total = make_optimizer(
         model, settings, step.budget, classifier_prefixes=("classifier",)

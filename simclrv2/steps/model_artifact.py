@@ -43,12 +43,21 @@ def save_model(store: ObjectStore, uri: str, model: nn.Module, **metadata) -> No
 
 def load_model(store: ObjectStore, uri: str) -> tuple[nn.Module, dict]:
     """(model in eval mode on the CPU, the artifact's metadata)."""
+    if not store.exists(uri):
+        raise FileNotFoundError(f"no model at {uri}: pass the model.pt a simclrv2 step wrote")
     try:
         record = torch.load(io.BytesIO(store.read_bytes(uri)), weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{uri} is not a loadable simclrv2 model artifact: {error}") from error
+    except Exception as error:  # anything torch.load refuses is about this file's content
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{uri} is not a simclrv2 model artifact ({reason}): pass the model.pt a "
+            "simclrv2 step wrote"
+        ) from error
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{uri} is not a simclrv2 model artifact of format {FORMAT}")
+        raise ValueError(
+            f"{uri} is not a simclrv2 model artifact of format {FORMAT} (a plain state_dict "
+            "or another program's file?): pass the model.pt a simclrv2 step wrote"
+        )
     if record["kind"] == "contrastive":
         model = ContrastiveModel(ModelConfig.from_dict(record["model_config"]))
     else:

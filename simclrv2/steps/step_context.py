@@ -5,8 +5,12 @@ from dataclasses import dataclass
 
 from simclrv2.config.loading import dump_config
 from simclrv2.config.run_config import OptimizerSettings, RunConfig
-from simclrv2.distributed.context import DistributedContext, init_distributed
-from simclrv2.steps.training_setup import bf16_enabled, per_rank_batch
+from simclrv2.distributed.context import (
+    DistributedContext,
+    expected_world_size,
+    init_distributed,
+)
+from simclrv2.steps.training_setup import bf16_enabled, check_batch_divides, per_rank_batch
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import basename, join_uri
 from simclrv2.training.checkpoint import CheckpointStore
@@ -38,6 +42,9 @@ def start_step(
     print_fn=print,
     section: str | None = None,  # the config section of `settings` when it is not `name`
 ) -> StepContext:
+    # Checked before joining the process group: every process fails alike, none waits.
+    where = f"{section or name}.optimizer"
+    check_batch_divides(settings.batch_size, expected_world_size(), where)
     context = init_distributed(config.runtime.device)
     store = store or ObjectStore()
     say = print_fn if context.is_main else (lambda *_: None)

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from simclrv2.config.loading import to_dict
 from simclrv2.config.run_config import RunConfig
 from simclrv2.distributed.context import DistributedContext
+from simclrv2.steps.resume_check import check_same_run, load_error
 from simclrv2.steps.training_setup import epoch_seed
 from simclrv2.training.checkpoint import CheckpointStore, capture_rng_state, restore_rng_state
 from simclrv2.training.deferred_records import DeferredRecords
@@ -78,11 +79,15 @@ def run_training_loop(
     latest = _agreed_latest(checkpoints, context)
     if latest is not None:
         state = checkpoints.load(latest)
-        getattr(model, "module", model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if extra_state is not None:
-            extra_state.load_state_dict(state["extra"])
+        check_same_run(state.get("config"), to_dict(config), latest)
+        try:
+            getattr(model, "module", model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if extra_state is not None:
+                extra_state.load_state_dict(state["extra"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise load_error(latest, error) from error
         step, history, resumed_from = state["step"], state["history"], latest
         rng = _this_ranks_rng(state, context, say, name)
         start = (state["epoch"], state["batch_in_epoch"])

@@ -34,12 +34,19 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
 
 
 def per_rank_batch(batch_size: int, context: DistributedContext) -> int:
-    if batch_size % context.world_size:
-        raise ValueError(
-            f"batch_size {batch_size} (global) must divide evenly over "
-            f"{context.world_size} processes"
-        )
+    check_batch_divides(batch_size, context.world_size, "optimizer")
     return batch_size // context.world_size
+
+
+def check_batch_divides(batch_size: int, world_size: int, section: str) -> None:
+    """ValueError, with the nearest sizes that work, unless every process gets equal shares."""
+    if batch_size % world_size:
+        lower = batch_size - batch_size % world_size
+        raise ValueError(
+            f"{section}.batch_size {batch_size} (global) does not divide evenly over "
+            f"{world_size} processes: set it to a multiple of {world_size}, e.g. "
+            f"{lower or world_size} or {lower + world_size}"
+        )
 
 
 def place_model(
