@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 from kfp import compiler
 
+from pipelines.machine_sizing import check_fp32_cpu_parameters
 from pipelines.placement import step_nodes
 from pipelines.simclrv2_pipeline import build_pipeline
 
@@ -21,6 +22,7 @@ def load_profile(path: str | Path) -> dict:
     for step in profile.get("steps", {}):
         if step != "default":
             step_nodes(profile, step)  # a bad node count fails here, not on the cluster
+    check_fp32_cpu_parameters(profile, str(path))
     if int(profile.get("shard_parts", 1)) < 1:
         raise ValueError(f"profile {path}: shard_parts must be >= 1")
     gpu_product = profile.get("gpu_product")

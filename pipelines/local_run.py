@@ -12,6 +12,7 @@ from kfp import local
 
 from pipelines.compiler import load_profile
 from pipelines.local_retry_index import argo_retry_index
+from pipelines.machine_sizing import size_for_machine
 from pipelines.placement import step_nodes
 from pipelines.simclrv2_pipeline import build_pipeline
 from simclrv2.pipeline_support.retrain_decision import GATE_FOLDER, IDENTITY_NAME
@@ -64,7 +65,7 @@ def run_local(
         "work_root": join_uri(output, "work"),
         "production": join_uri(output, "production"),
         "run_config": json.dumps(run_config, sort_keys=True),
-        **(parameters or {}),
+        **size_for_machine(profile, parameters or {}, print_fn),
     }
     store = ObjectStore()
 

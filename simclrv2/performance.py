@@ -21,6 +21,17 @@ def select_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 / AMX). Elsewhere (AVX2: most
+    laptops) bf16 is emulated and slower than fp32. Follows ONEDNN_MAX_CPU_ISA."""
+    try:  # a private PyTorch check; its absence means "no"
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     model = model.to(device)
     if channels_last:

@@ -10,7 +10,7 @@ from simclrv2.distributed.context import DistributedContext
 from simclrv2.distributed.global_batch_norm import convert_to_global_batch_norm
 from simclrv2.optim.lars import LARS, lars_param_groups
 from simclrv2.optim.lr_schedule import scale_learning_rate, warmup_cosine_scheduler
-from simclrv2.performance import prepare_model
+from simclrv2.performance import cpu_computes_bf16, prepare_model
 from simclrv2.training.step_budget import StepBudget
 
 
@@ -20,12 +20,7 @@ def bf16_enabled(runtime: RuntimeSettings, device: torch.device) -> bool:
         return runtime.bf16
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:  # a private PyTorch check (AVX-512 BF16 / AMX); its absence means "no"
-        return bool(
-            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-    except (AttributeError, RuntimeError):
-        return False
+    return cpu_computes_bf16()
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
