@@ -833,12 +833,12 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_status(tmp_path):
 
 
 def test_an_unforeseen_failure_exits_1_and_names_its_type(capsys, monkeypatch):
-    import simclrv2.cli as cli
+    import simclrv2.cli.params as params_command
 
     def crash(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "_run_params", crash)
+    monkeypatch.setattr(params_command, "_run_params", crash)
     assert main(["params"]) == 1
     err = capsys.readouterr().err
     assert err.splitlines() == [

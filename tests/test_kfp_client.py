@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("kfp")
 
 from simclrv2 import __version__, kfp_client
+from simclrv2.cli.pipeline_client import add_pipeline_client_commands
 from simclrv2.kfp_client import (
     PipelineClientError,
     RunFailedError,
-    add_pipeline_client_commands,
     connect,
     default_version_name,
     parse_param,
@@ -439,7 +439,7 @@ def test_missing_host_and_unreachable_host_are_clear_errors(monkeypatch):
 def test_the_module_does_not_import_kfp_until_used():
     code = (
         "import argparse, sys\n"
-        "import simclrv2.kfp_client as k\n"
+        "import simclrv2.cli.pipeline_client as k\n"
         "k.add_pipeline_client_commands(argparse.ArgumentParser().add_subparsers())\n"
         "sys.exit(1 if 'kfp' in sys.modules else 0)\n"
     )
