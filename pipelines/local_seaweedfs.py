@@ -13,6 +13,9 @@ with access keys enforced. Quirks handled here:
   makes an unknown bucket an error, as on AWS;
 - SIGTERM hangs in the filer's graceful shutdown, so stopping waits a second, then kills;
 - unix sockets named after the ports are left in /tmp and removed here.
+
+A stopped server can be started again on the same ports and data (:meth:`SeaweedFS.start`):
+the storage-outage tests stop it in the middle of uploads and reads and bring it back.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class SeaweedFS:
     process: subprocess.Popen[bytes]
     ports: list[int]
     log_path: Path
+    command: list[str] = field(default_factory=list, repr=False)
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
     started_in_s: float = 0.0
     _stopped: bool = field(default=False, repr=False)
 
@@ -115,6 +120,35 @@ class SeaweedFS:
         except OSError:
             return "(no server log)"
         return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive (started and not stopped)."""
+        return not self._stopped and self.process.poll() is None
+
+    def start(self, timeout_s: float = 60.0) -> float:
+        """Start a stopped server again: same command, ports, keys and data folder. Waits
+        until it serves and returns how long that took (seconds). A running one is left as is.
+        """
+        if self.running:
+            return 0.0
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment,
+                cwd=self.log_path.parent,
+            )
+        self._stopped = False
+        try:
+            _wait_until_ready(self, timeout_s)
+        except RuntimeError:
+            self.stop()
+            raise
+        return time.monotonic() - started
 
     def stop(self, grace_s: float = 1.0) -> None:
         """Stop the server by its pid: SIGTERM, then SIGKILL after ``grace_s`` seconds."""
@@ -197,6 +231,9 @@ def _launch(
         "-master.volumeSizeLimitMB=64",
         "-volume.max=200",
         "-volume.preStopSeconds=0",
+        # A restarted master waits for a Raft election before it serves (about 20 s at the
+        # default 10 s timeout); a single master has nobody to wait for.
+        "-master.electionTimeout=1s",
     ]
     environment = dict(os.environ, WEED_MASTER_VOLUME_GROWTH_COPY_1="1", TMPDIR=str(work_dir))
     log_path = work_dir / "weed.log"
@@ -216,6 +253,8 @@ def _launch(
         process=process,
         ports=ports,
         log_path=log_path,
+        command=command,
+        environment=environment,
     )
 
 

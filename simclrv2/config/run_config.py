@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simclrv2.models.resnet import EncoderConfig
+from simclrv2.storage.retry_budget import S3RetryBudget
 
 
 def _positive(section: str, **values) -> None:
@@ -264,6 +265,9 @@ class RunConfig:
     distill: DistillSettings = field(default_factory=DistillSettings)
     promotion: PromotionSettings = field(default_factory=PromotionSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    # How long S3 operations wait out a storage outage, and their timeouts (defaults and
+    # their reasons: simclrv2/storage/retry_budget.py, docs/storage-faults.md).
+    storage: S3RetryBudget = field(default_factory=S3RetryBudget)
 
     def __post_init__(self):
         if self.finetune.proj_layers > self.model.num_proj_layers:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
@@ -128,14 +129,15 @@ def explain_client_error(
             "AWS_SECRET_ACCESS_KEY (in Kubeflow, from the artifact-store secret) or pass "
             "--s3-access-key-id and --s3-secret-access-key"
         )
+    if isinstance(error, ReadTimeoutError | ConnectTimeoutError):
+        return StorageError(
+            f"S3 endpoint {where} did not answer in time for {uri!r}: is AWS_ENDPOINT_URL an "
+            "S3 server, and is it up and not overloaded? (storage.connect_timeout_s / "
+            "storage.read_timeout_s set the waits)"
+        )
     if isinstance(error, BotoConnectionError):
         return StorageError(
             f"cannot reach S3 endpoint {where} for {uri!r}: is AWS_ENDPOINT_URL right and "
             f"the server up? ({type(error).__name__})"
-        )
-    if isinstance(error, ReadTimeoutError):
-        return StorageError(
-            f"S3 endpoint {where} did not answer in time for {uri!r}: the server is "
-            "overloaded or the network is slow; try again"
         )
     return StorageError(f"S3 access to {uri!r} at {where} failed: {type(error).__name__}: {error}")

@@ -7,6 +7,10 @@ sends the last part and completes the upload, and only then does the object appe
 ``with`` block by an exception does) aborts the upload, so nothing appears and no parts are
 left behind. An object smaller than one part is sent with a single ``put_object`` at close.
 
+Every request waits out a storage outage within ``retry_budget``: a part is kept until S3
+has taken it, so it can be sent again, and the upload (its id, its parts) lives on the
+server across a restart.
+
 It works as the stream of ``tarfile.open(fileobj=..., mode="w|")`` and webdataset's
 ``TarWriter``, which only call ``write`` (``tell`` is there for tarfile's seekable modes).
 """
@@ -16,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from simclrv2.storage.errors import StorageError, explain_client_error
+from simclrv2.storage.errors import StorageError
 from simclrv2.storage.publish_on_close import PublishOnCloseWriter
+from simclrv2.storage.retry_budget import S3RetryBudget
+from simclrv2.storage.retrying_call import call_with_retry
 from simclrv2.storage.uri import split_s3_uri
 
 __all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "MIN_PART_SIZE", "S3MultipartWriter"]
@@ -41,7 +47,14 @@ class S3MultipartWriter(PublishOnCloseWriter):
     largest the part buffer has been, never more than ``part_size``.
     """
 
-    def __init__(self, client: Any, uri: str, *, part_size: int = DEFAULT_PART_SIZE) -> None:
+    def __init__(
+        self,
+        client: Any,
+        uri: str,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        retry_budget: S3RetryBudget | None = None,
+    ) -> None:
         super().__init__(uri)
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
@@ -50,6 +63,7 @@ class S3MultipartWriter(PublishOnCloseWriter):
             raise ValueError(f"S3 URI {uri!r} names a bucket, not an object: add a key")
         self.uri = uri
         self.part_size = part_size
+        self.retry_budget = retry_budget if retry_budget is not None else S3RetryBudget()
         self.peak_buffered_bytes = 0
         self._client = client
         self._bucket = bucket
@@ -72,8 +86,9 @@ class S3MultipartWriter(PublishOnCloseWriter):
             if len(self._buffer) == self.part_size:
                 try:
                     self._upload_buffer_as_part()
-                except BaseException:
+                except Exception as error:
                     # The stream is broken now: drop the parts already sent.
+                    self._failure = error
                     self._abort_quietly()
                     raise
 
@@ -92,13 +107,7 @@ class S3MultipartWriter(PublishOnCloseWriter):
             else:
                 if self._buffer:
                     self._upload_buffer_as_part()
-                self._call(
-                    self._client.complete_multipart_upload,
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
-                )
+                self._complete_upload()
             self._published = True
         except BaseException:
             self._abort_quietly()
@@ -157,9 +166,43 @@ class S3MultipartWriter(PublishOnCloseWriter):
         )
         self._parts.append({"PartNumber": part_number, "ETag": response["ETag"]})
 
-    def _call(self, method: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
-        """Run one client method, turning botocore errors into a StorageError that explains."""
+    def _complete_upload(self) -> None:
+        """Complete the upload. If a retry finds the upload gone because the server had
+        completed it before the connection broke, the object of our size counts as ours."""
         try:
-            return method(**kwargs)
-        except (ClientError, BotoCoreError) as error:
-            raise explain_client_error(error, self.uri, self._client.meta.endpoint_url) from error
+            self._call(
+                self._client.complete_multipart_upload,
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        except StorageError as error:
+            cause = error.__cause__
+            upload_gone = isinstance(cause, ClientError) and (
+                cause.response.get("Error", {}).get("Code") == "NoSuchUpload"
+            )
+            if not (upload_gone and self._completed_meanwhile()):
+                raise
+
+    def _completed_meanwhile(self) -> bool:
+        try:
+            head = self._call(self._client.head_object, Bucket=self._bucket, Key=self._key)
+        except StorageError:
+            return False
+        # A multipart ETag ends in "-<parts>"; with the size it identifies our completion.
+        etag = str(head.get("ETag", "")).strip('"')
+        return int(head.get("ContentLength", -1)) == self.bytes_written and etag.endswith(
+            f"-{len(self._parts)}"
+        )
+
+    def _call(self, method: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+        """Run one client method within the retry budget; botocore errors become a
+        StorageError that explains."""
+        return call_with_retry(
+            lambda: method(**kwargs),
+            name=getattr(method, "__name__", "request"),
+            uri=self.uri,
+            endpoint=self._client.meta.endpoint_url,
+            budget=self.retry_budget,
+        )

@@ -4,27 +4,60 @@ Every step of the pipeline reads and writes through :class:`ObjectStore`, so the
 runs on a laptop (local folders) and in a cluster (S3, e.g. the SeaweedFS that Kubeflow
 deploys). Writes are atomic and memory-bounded on both: a local file is written under a
 temporary name and renamed into place; an S3 object is streamed with a multipart upload that
-is completed only on success. Every botocore error is turned into a :class:`StorageError`
-that says what is wrong and how to fix it.
+is completed only on success. Every S3 operation waits out a storage outage within the
+settings' retry budget (simclrv2/storage/retry_budget.py), a streamed read included; every
+botocore error is turned into a :class:`StorageError` that says what is wrong and how to fix
+it. A local disk that fills up fails with :class:`LocalDiskFullError`, leaving nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import io
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from simclrv2.storage.errors import ObjectNotFound, explain_client_error
+from simclrv2.storage.errors import ObjectNotFound, StorageError
 from simclrv2.storage.multipart_writer import DEFAULT_PART_SIZE, S3MultipartWriter
 from simclrv2.storage.publish_on_close import PublishOnCloseWriter
-from simclrv2.storage.s3_client import DEFAULT_REGION, S3Settings, make_s3_client
+from simclrv2.storage.resumable_reader import ResumableObjectReader
+from simclrv2.storage.retry_budget import S3RetryBudget
+from simclrv2.storage.retrying_call import call_with_retry
+from simclrv2.storage.s3_client import DEFAULT_REGION, S3Settings, make_store_client
 from simclrv2.storage.uri import S3_SCHEME, is_s3_uri, split_s3_uri
 
-__all__ = ["AtomicFileWriter", "ObjectStore"]
+__all__ = ["AtomicFileWriter", "LocalDiskFullError", "ObjectStore"]
+
+# Read-ahead of a streamed S3 object; also makes every read(n) return n bytes until the end.
+_READ_BUFFER_BYTES = 256 * 1024
+
+
+class LocalDiskFullError(StorageError):
+    """The local file system ran out of space (or quota) while a file was written."""
+
+
+def _disk_full_error(path: str, error: OSError) -> StorageError | OSError:
+    """A clear LocalDiskFullError for ENOSPC / EDQUOT; any other OSError unchanged."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return error
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(folder).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    reason = "no space left" if error.errno == errno.ENOSPC else "disk quota exceeded"
+    return LocalDiskFullError(
+        f"{reason} on the file system of {folder} while writing {path} ({free}); nothing "
+        "was written there: free some space, or write the output to another disk or to S3 "
+        "(an s3:// --output)"
+    )
 
 
 class AtomicFileWriter(PublishOnCloseWriter):
@@ -46,7 +79,13 @@ class AtomicFileWriter(PublishOnCloseWriter):
         self._opened = True
 
     def _write(self, view: memoryview) -> None:
-        self._file.write(view)
+        try:
+            self._file.write(view)
+        except OSError as error:
+            # The stream is unusable once the disk is full: drop the partial file now.
+            self._failure = _disk_full_error(self.path, error)
+            self._abort_quietly()
+            raise self._failure from error
 
     def close(self) -> None:
         """Flush, sync and rename the temporary file over the target; no-op once closed."""
@@ -58,6 +97,9 @@ class AtomicFileWriter(PublishOnCloseWriter):
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self.temp_path, self.path)
+        except OSError as error:
+            self.abort()
+            raise _disk_full_error(self.path, error) from error
         except BaseException:
             self.abort()
             raise
@@ -68,7 +110,9 @@ class AtomicFileWriter(PublishOnCloseWriter):
         if self.closed:
             return
         try:
-            self._file.close()
+            # Closing flushes the buffer, which fails again on a full disk: the file goes anyway.
+            with contextlib.suppress(OSError):
+                self._file.close()
             if os.path.exists(self.temp_path):
                 os.remove(self.temp_path)
         finally:
@@ -80,7 +124,8 @@ class ObjectStore:
 
     ``s3://bucket/key`` URIs go to S3 with ``settings`` (default: the AWS variables, see
     :meth:`S3Settings.from_env`); anything else is a local path. The boto3 client is created
-    once, on the first S3 access, so purely local use never needs S3 settings.
+    once, on the first S3 access, so purely local use never needs S3 settings. Operations
+    wait out an outage within ``settings.retry_budget`` (:attr:`retry_budget`).
     """
 
     def __init__(
@@ -88,7 +133,7 @@ class ObjectStore:
         settings: S3Settings | None = None,
         *,
         part_size: int = DEFAULT_PART_SIZE,
-        client_factory: Callable[[S3Settings | None], Any] = make_s3_client,
+        client_factory: Callable[[S3Settings | None], Any] = make_store_client,
     ) -> None:
         self.settings = settings
         self.part_size = part_size
@@ -103,6 +148,23 @@ class ObjectStore:
         state = self.__dict__.copy()
         state["_client"] = None
         return state
+
+    @property
+    def retry_budget(self) -> S3RetryBudget:
+        """How long an operation waits out an outage (the settings', else the default)."""
+        return self.settings.retry_budget if self.settings is not None else S3RetryBudget()
+
+    def use_retry_budget(self, budget: S3RetryBudget) -> None:
+        """Wait out outages within ``budget`` from now on (a run config's ``storage``
+        section). The settings change too, so DataLoader workers given them follow."""
+        settings = self.settings if self.settings is not None else S3Settings.from_env()
+        self.settings = dataclasses.replace(settings, retry_budget=budget)
+        self._client = None  # its timeouts come from the budget
+
+    @property
+    def endpoint(self) -> str | None:
+        """The S3 endpoint the client talks to (None: AWS), as messages name it."""
+        return self.client.meta.endpoint_url
 
     @property
     def client(self) -> Any:
@@ -120,7 +182,9 @@ class ObjectStore:
         exception leaves nothing behind. Both kinds have ``bytes_written`` and ``sha256_hex()``.
         """
         if is_s3_uri(uri):
-            return S3MultipartWriter(self.client, uri, part_size=self.part_size)
+            return S3MultipartWriter(
+                self.client, uri, part_size=self.part_size, retry_budget=self.retry_budget
+            )
         return AtomicFileWriter(uri)
 
     def write_bytes(self, uri: str, data: bytes) -> None:
@@ -131,11 +195,19 @@ class ObjectStore:
     # Reading ---------------------------------------------------------------------------
 
     def open_read(self, uri: str) -> IO[bytes]:
-        """A readable binary stream of ``uri`` (the caller closes it); ObjectNotFound if absent."""
+        """A readable binary stream of ``uri`` (the caller closes it); ObjectNotFound if absent.
+
+        An S3 stream goes on where it stopped when the connection breaks mid-read.
+        """
         if is_s3_uri(uri):
             bucket, key = self._object_of(uri)
-            response = self._call(uri, self.client.get_object, Bucket=bucket, Key=key)
-            return response["Body"]
+
+            def open_from(position: int, etag: str | None) -> dict[str, Any]:
+                ranged = {"Range": f"bytes={position}-", "IfMatch": etag} if position else {}
+                return self._call(uri, self.client.get_object, Bucket=bucket, Key=key, **ranged)
+
+            reader = ResumableObjectReader(open_from)
+            return io.BufferedReader(reader, buffer_size=_READ_BUFFER_BYTES)
         try:
             return open(uri, "rb")
         except FileNotFoundError as error:
@@ -212,14 +284,15 @@ class ObjectStore:
         # AWS wants the region spelled out everywhere except its default region.
         if region and region != DEFAULT_REGION:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        try:
-            self.client.create_bucket(**kwargs)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
-                return
-            raise explain_client_error(error, uri, self.client.meta.endpoint_url) from error
-        except BotoCoreError as error:
-            raise explain_client_error(error, uri, self.client.meta.endpoint_url) from error
+
+        def create() -> None:
+            try:
+                self.client.create_bucket(**kwargs)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+
+        self._call(uri, create)
 
     # Internals -------------------------------------------------------------------------
 
@@ -232,19 +305,27 @@ class ObjectStore:
     def _list_s3(self, prefix_uri: str) -> Iterator[tuple[str, int]]:
         bucket, key = split_s3_uri(prefix_uri)
         prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    # Keys ending in "/" are folder markers some tools create, not files.
-                    if not item["Key"].endswith("/"):
-                        yield f"{S3_SCHEME}{bucket}/{item['Key']}", int(item["Size"])
-        except (ClientError, BotoCoreError) as error:
-            raise explain_client_error(error, prefix_uri, self.client.meta.endpoint_url) from error
+        found: list[tuple[str, int]] = []
+        token: dict[str, str] = {}
+        while True:  # page by page, each page retried on its own
+            page = self._call(
+                prefix_uri, self.client.list_objects_v2, Bucket=bucket, Prefix=prefix, **token
+            )
+            for item in page.get("Contents", []):
+                # Keys ending in "/" are folder markers some tools create, not files.
+                if not item["Key"].endswith("/"):
+                    found.append((f"{S3_SCHEME}{bucket}/{item['Key']}", int(item["Size"])))
+            if not page.get("IsTruncated"):
+                return iter(found)
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
-    def _call(self, uri: str, method: Callable[..., dict[str, Any]], **kwargs: Any) -> Any:
-        """Run one client method for ``uri``, turning botocore errors into StorageError."""
-        try:
-            return method(**kwargs)
-        except (ClientError, BotoCoreError) as error:
-            raise explain_client_error(error, uri, self.client.meta.endpoint_url) from error
+    def _call(self, uri: str, method: Callable[..., Any], **kwargs: Any) -> Any:
+        """Run one client method for ``uri`` within the retry budget; botocore errors
+        become a StorageError that says what to fix."""
+        return call_with_retry(
+            lambda: method(**kwargs),
+            name=getattr(method, "__name__", "request"),
+            uri=uri,
+            endpoint=self.endpoint,
+            budget=self.retry_budget,
+        )

@@ -28,6 +28,9 @@ class PublishOnCloseWriter(io.BufferedIOBase):
         self.bytes_written = 0
         self._sha256 = hashlib.sha256()
         self._opened = False
+        # Set when a write failed and dropped the target: later writes (a tar trailer written
+        # while cleaning up) raise it again, so the real cause is what the user sees.
+        self._failure: BaseException | None = None
 
     def _write(self, view: memoryview) -> None:
         raise NotImplementedError
@@ -50,6 +53,8 @@ class PublishOnCloseWriter(io.BufferedIOBase):
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Write all of `data`; returns its length in bytes."""
+        if self._failure is not None:
+            raise self._failure
         if self.closed:
             raise ValueError(f"write to closed writer for {self.target}")
         view = memoryview(data).cast("B")

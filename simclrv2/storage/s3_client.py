@@ -3,21 +3,25 @@
 Settings come from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``), overridden by explicit values (CLI flags).
 The client uses path-style addressing (SeaweedFS and MinIO, the stores Kubeflow deploys, need
-it), Signature V4, bounded timeouts and botocore's "standard" retry mode.
+it), Signature V4, bounded timeouts and botocore's "standard" retry mode. The client of an
+:class:`~simclrv2.storage.object_store.ObjectStore` (:func:`make_store_client`) makes one
+attempt per call with the timeouts of the settings' :class:`S3RetryBudget`: the store retries
+whole operations itself, for as long as that budget says (simclrv2/storage/retrying_call.py).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
 from simclrv2.storage.errors import StorageSettingsError
+from simclrv2.storage.retry_budget import S3RetryBudget
 
-__all__ = ["DEFAULT_REGION", "S3Settings", "make_s3_client"]
+__all__ = ["DEFAULT_REGION", "S3Settings", "make_s3_client", "make_store_client"]
 
 #: Region used to sign requests when none is configured; S3-compatible stores ignore it.
 DEFAULT_REGION = "us-east-1"
@@ -49,13 +53,15 @@ class S3Settings:
 
     ``None`` means "not configured": the endpoint defaults to AWS, the region to
     :data:`DEFAULT_REGION`, and missing keys leave boto3's default credential chain in charge
-    (instance profiles, web identity tokens, ``~/.aws``).
+    (instance profiles, web identity tokens, ``~/.aws``). ``retry_budget`` says how long an
+    operation waits out an outage; it travels with the settings into DataLoader workers.
     """
 
     endpoint_url: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
     region: str | None = None
+    retry_budget: S3RetryBudget = field(default_factory=S3RetryBudget)
 
     @classmethod
     def from_env(
@@ -80,7 +86,7 @@ class S3Settings:
             f"S3Settings(endpoint_url={self.endpoint_url!r}, "
             f"access_key_id={_mask(self.access_key_id, keep=4)!r}, "
             f"secret_access_key={'****' if self.secret_access_key else None!r}, "
-            f"region={self.region!r})"
+            f"region={self.region!r}, retry_budget={self.retry_budget!r})"
         )
 
 
@@ -125,4 +131,17 @@ def make_s3_client(
         aws_secret_access_key=settings.secret_access_key,
         region_name=settings.region or DEFAULT_REGION,
         config=config,
+    )
+
+
+def make_store_client(settings: S3Settings | None = None) -> Any:
+    """The client an ObjectStore uses: one attempt per call (the store retries whole
+    operations within ``settings.retry_budget``), that budget's timeouts."""
+    settings = settings if settings is not None else S3Settings.from_env()
+    budget = settings.retry_budget
+    return make_s3_client(
+        settings,
+        max_attempts=1,
+        connect_timeout_s=budget.connect_timeout_s,
+        read_timeout_s=budget.read_timeout_s,
     )
