@@ -3,6 +3,8 @@
 The Debian package also installs a systemd service on port 9091; it plays no part here. The
 tests start their own process on a free loopback port with persistence off (metrics only in
 memory, nothing written to /var/lib), wait until ``/-/ready`` answers, and stop it by its pid.
+A stopped gateway can be started again on the same port (:meth:`Pushgateway.start`), as a
+gateway that was down comes back.
 """
 
 from __future__ import annotations
@@ -42,8 +44,28 @@ class Pushgateway:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    command: list[str] = field(default_factory=list, repr=False)
     started_in_s: float = 0.0
     _stopped: bool = field(default=False, repr=False)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start a stopped gateway again on the same port (its pushed metrics are gone)."""
+        if not self._stopped:
+            return
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.log_path.parent,
+            )
+        self._stopped = False
+        try:
+            _wait_until_ready(self, timeout_s)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def get(self, path: str, timeout_s: float = 5.0) -> str:
         """GET ``path`` (e.g. ``/metrics``) and return the body as text."""
@@ -86,7 +108,9 @@ def _launch(binary: str, work_dir: Path) -> Pushgateway:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work_dir
         )
-    return Pushgateway(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    return Pushgateway(
+        url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, command=command
+    )
 
 
 def _wait_until_ready(gateway: Pushgateway, timeout_s: float) -> None:

@@ -12,9 +12,18 @@ reports its progress through one :class:`TrainingMetrics`:
 - **Off**: neither. Ranks other than 0 pass ``enabled=False``: every method is a no-op, so a
   distributed run reports once.
 
-Metrics never stop a training run: a failed push (gateway down, wrong URL, timeout) logs a
-warning (at most one per ``warning_interval_s``), is counted in ``push_failure_count`` and
-training goes on.
+Metrics never stop or slow a training run: a failed push (gateway down, wrong URL, timeout)
+logs a warning (at most one per ``warning_interval_s``), is counted in ``push_failure_count``
+and training goes on. A push due in ``update`` runs in a background thread, bounded by
+``push_timeout_s`` (5 s); ``update`` waits for it at most ``push_wait_s`` (0.5 s), so against
+a healthy gateway (milliseconds) the values are out when it returns. A push that outlasts that
+wait marks the gateway slow: until a push is quick again, ``update`` does not wait at all,
+and a push that falls due while the last one is still in flight is skipped (counted in
+``push_skipped_count``), never queued. So a gateway that hangs costs the training loop one
+wait of ``push_wait_s`` per slow spell, and a gateway that is down (connection refused) the
+milliseconds of a refused connection per ``push_interval_s``. Closing waits for the push in
+flight, then pushes the final values and deletes the group, each bounded by
+``push_timeout_s`` (docs/storage-faults.md has the measurements).
 
 How to see them:
 
@@ -59,6 +68,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from types import TracebackType
 from wsgiref.simple_server import WSGIServer
@@ -98,6 +108,7 @@ class TrainingMetrics:
         *,
         serve_address: str = "0.0.0.0",
         push_timeout_s: float = 5.0,
+        push_wait_s: float = 0.5,
         warning_interval_s: float = 60.0,
     ) -> None:
         if not step_name or not run_id:
@@ -110,6 +121,7 @@ class TrainingMetrics:
         self.enabled = enabled
         self.push_interval_s = push_interval_s
         self.push_timeout_s = push_timeout_s
+        self.push_wait_s = push_wait_s
         self.warning_interval_s = warning_interval_s
         if pushgateway_url is None:
             pushgateway_url = os.environ.get(PUSHGATEWAY_URL_ENV, "")
@@ -118,7 +130,11 @@ class TrainingMetrics:
 
         self.push_count = 0
         self.push_failure_count = 0
+        self.push_skipped_count = 0  # due while the gateway was still busy with the last push
         self._last_push_attempt = -math.inf  # the first update pushes at once
+        self._in_flight: threading.Thread | None = None
+        self._gateway_slow = False
+        self._lock = threading.Lock()  # counters and warnings, shared with the push thread
         self._last_warning = -math.inf
         self._warnings_suppressed = 0
         self._closed = False
@@ -276,7 +292,7 @@ class TrainingMetrics:
                 gauge.set(float(value))
         self.last_update.set_to_current_time()
         if self.pushgateway_url and self._push_is_due():
-            self.push()
+            self._push_in_background()
 
     def set_warnings(self, count: int) -> None:
         """How many warnings the step raised about its result (0: none)."""
@@ -286,15 +302,54 @@ class TrainingMetrics:
     def _push_is_due(self) -> bool:
         return time.monotonic() - self._last_push_attempt >= self.push_interval_s
 
+    def _push_in_background(self) -> None:
+        """Start a push in a thread; wait for it at most push_wait_s, or not at all while
+        the gateway is slow. Skipped while the previous push is still in flight."""
+        # Counted from the attempt, so an unreachable gateway is not retried at every step.
+        self._last_push_attempt = time.monotonic()
+        if self._in_flight is not None and self._in_flight.is_alive():
+            with self._lock:
+                self.push_skipped_count += 1
+            return
+        self._in_flight = threading.Thread(
+            target=self._timed_push, name=f"metrics-push-{self.step_name}", daemon=True
+        )
+        self._in_flight.start()
+        if self._gateway_slow:
+            return
+        self._in_flight.join(self.push_wait_s)
+        if self._in_flight.is_alive():
+            self._gateway_slow = True
+            self._warn(
+                f"metrics: {self.pushgateway_url} did not answer a push within "
+                f"{self.push_wait_s:g} s; pushing in the background without waiting "
+                "until it answers quickly again"
+            )
+
+    def _timed_push(self) -> None:
+        started = time.monotonic()
+        if self._push_now() and time.monotonic() - started < self.push_wait_s:
+            self._gateway_slow = False
+
+    def _wait_for_in_flight(self) -> None:
+        """Let the push in flight finish (bounded: it times out after push_timeout_s)."""
+        if self._in_flight is not None:
+            self._in_flight.join(self.push_timeout_s + 1.0)
+
     def push(self) -> bool:
         """Push all metrics to the gateway now, replacing the group; True if it worked.
 
-        Does nothing (False) when not pushing. Never raises: a failure is counted and logged.
+        Waits for a push still in flight first, so pushes arrive in order. Does nothing
+        (False) when not pushing. Never raises: a failure is counted and logged.
         """
         if not self.enabled or self._closed or not self.pushgateway_url:
             return False
-        # Counted from the attempt, so an unreachable gateway is not retried at every step.
+        self._wait_for_in_flight()
         self._last_push_attempt = time.monotonic()
+        return self._push_now()
+
+    def _push_now(self) -> bool:
+        """One push, bounded by push_timeout_s; counted either way."""
         try:
             push_to_gateway(
                 self.pushgateway_url,
@@ -305,24 +360,27 @@ class TrainingMetrics:
             )
         except Exception as error:
             # Any failure (network, HTTP status, bad URL) must leave the training run alive.
-            self.push_failure_count += 1
+            with self._lock:
+                self.push_failure_count += 1
             self._warn(f"metrics: push to {self.pushgateway_url} failed: {error!r}")
             return False
-        self.push_count += 1
+        with self._lock:
+            self.push_count += 1
         return True
 
     def _warn(self, message: str) -> None:
         """Log a warning, at most one per ``warning_interval_s``; count the ones held back."""
-        now = time.monotonic()
-        if now - self._last_warning < self.warning_interval_s:
-            self._warnings_suppressed += 1
-            logger.debug("%s", message)
-            return
-        if self._warnings_suppressed:
-            message += f" ({self._warnings_suppressed} similar warnings suppressed)"
-        logger.warning("%s", message)
-        self._last_warning = now
-        self._warnings_suppressed = 0
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_warning < self.warning_interval_s:
+                self._warnings_suppressed += 1
+                logger.debug("%s", message)
+                return
+            if self._warnings_suppressed:
+                message += f" ({self._warnings_suppressed} similar warnings suppressed)"
+            logger.warning("%s", message)
+            self._last_warning = now
+            self._warnings_suppressed = 0
 
     def close(self, final: bool = True, delete_on_close: bool = False) -> None:
         """Stop reporting: push once more (``final``), delete the group from the gateway
@@ -333,6 +391,7 @@ class TrainingMetrics:
             if final:
                 self.push()
             if delete_on_close:
+                self._wait_for_in_flight()  # else a late push could bring the group back
                 self._delete_group()
         self._closed = True
         if self._server is not None:
@@ -349,7 +408,8 @@ class TrainingMetrics:
                 timeout=self.push_timeout_s,
             )
         except Exception as error:
-            self.push_failure_count += 1
+            with self._lock:
+                self.push_failure_count += 1
             self._warn(f"metrics: deleting the group from {self.pushgateway_url} failed: {error!r}")
 
     def __enter__(self) -> TrainingMetrics:
