@@ -11,6 +11,7 @@ from simclrv2.cli import (
     distill,
     evaluate,
     finetune,
+    import_tf,
     params,
     pipeline,
     pretrain,
@@ -23,8 +24,8 @@ from simclrv2.cli.error_report import report
 from simclrv2.errors import INTERRUPTED_EXIT, USAGE_EXIT
 
 # In the order `simclrv2 --help` lists them.
-COMMANDS = (quickstart, params, shard, verify, pretrain, finetune, pseudolabel, distill, evaluate,
-            pipeline)  # fmt: skip
+COMMANDS = (quickstart, params, shard, verify, import_tf, pretrain, finetune, pseudolabel, distill,
+            evaluate, pipeline)  # fmt: skip
 
 EXAMPLES = """examples:
   simclrv2 quickstart                     # the whole pipeline on 1% of Fashion-MNIST labels
