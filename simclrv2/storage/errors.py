@@ -112,13 +112,14 @@ def explain_client_error(
                 f"S3 at {where} refused the credentials for {uri!r} ({code or status}): "
                 f"{_CREDENTIALS_HINT}"
             )
-        if code in _NOT_FOUND_CODES or status == 404:
-            return ObjectNotFound(f"no object at {uri!r} (S3 endpoint {where})")
+        # Before the 404 test: S3 answers a vanished upload with 404 too.
         if code == "NoSuchUpload":
             return StorageError(
                 f"the multipart upload to {uri!r} no longer exists at {where} "
                 "(aborted, or expired by a bucket lifecycle rule); write the object again"
             )
+        if code in _NOT_FOUND_CODES or status == 404:
+            return ObjectNotFound(f"no object at {uri!r} (S3 endpoint {where})")
         message = details.get("Message") or "no message"
         return StorageError(
             f"S3 {operation} on {uri!r} at {where} failed: {code or status}: {message}"

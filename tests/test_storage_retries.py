@@ -1,0 +1,57 @@
+"""Retries that must not go wrong, against the real S3 server (issue 15).
+
+The outage itself is in tests/test_storage_outage.py; these cover what a retry meets after
+the server is back.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pipelines.local_seaweedfs import SeaweedFS
+from simclrv2.storage.errors import StorageError
+from simclrv2.storage.object_store import ObjectStore
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.s3
+def test_a_completion_whose_answer_was_lost_counts_as_published(
+    s3_server: SeaweedFS, s3_bucket: str
+) -> None:
+    """The server completed the upload but the answer never came: the retried completion
+    finds the upload gone, sees an object of our size and part count, and is satisfied."""
+    store = ObjectStore(s3_server.settings, part_size=5 * MiB)
+    uri = f"s3://{s3_bucket}/lost-answer.bin"
+    data = os.urandom(10 * MiB)
+    writer = store.open_write(uri)
+    writer.write(data)  # two full parts: both sent, nothing left for close to send
+    # What the server did before the connection broke: complete the upload.
+    store.client.complete_multipart_upload(
+        Bucket=s3_bucket,
+        Key="lost-answer.bin",
+        UploadId=writer._upload_id,
+        MultipartUpload={"Parts": writer._parts},
+    )
+    writer.close()  # completes again: NoSuchUpload, then recognises its object
+    assert writer.published
+    assert store.read_bytes(uri) == data
+
+
+@pytest.mark.s3
+def test_a_vanished_upload_that_is_not_ours_still_fails(
+    s3_server: SeaweedFS, s3_bucket: str
+) -> None:
+    """An upload aborted by someone else (a lifecycle rule) is not mistaken for success."""
+    store = ObjectStore(s3_server.settings, part_size=5 * MiB)
+    uri = f"s3://{s3_bucket}/aborted.bin"
+    writer = store.open_write(uri)
+    writer.write(os.urandom(10 * MiB))  # two parts sent; close only completes
+    store.client.abort_multipart_upload(
+        Bucket=s3_bucket, Key="aborted.bin", UploadId=writer._upload_id
+    )
+    with pytest.raises(StorageError, match="no longer exists"):
+        writer.close()
+    assert not store.exists(uri)
