@@ -61,8 +61,10 @@ def test_every_step_is_placed_as_its_profile_says(profile, tmp_path):
     spec, k8s, _ = _compile(profile, tmp_path)
     tasks = _tasks_by_name(spec)
     sharding = {"shard"} if settings.get("shard_parts", 1) == 1 else {"shard-part", "shard-publish"}
-    assert set(tasks) == sharding | {"retrain-gate", "pretrain", "finetune", "supervised",
-                                     "pseudolabel", "distill", "evaluate", "promote"}  # fmt: skip
+    # A profile with pretrained_model may import a network instead of pretraining it.
+    importing = {"import-pretrained"} if "pretrained_model" in settings["parameters"] else set()
+    assert set(tasks) == sharding | importing | {"retrain-gate", "pretrain", "finetune",
+        "supervised", "pseudolabel", "distill", "evaluate", "promote"}  # fmt: skip
     for name, (_, task) in tasks.items():
         step_name = "shard" if name.startswith("shard") else name.replace("-", "_")
         step = {**settings["steps"].get("default", {}), **settings["steps"].get(step_name, {})}

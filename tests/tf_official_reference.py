@@ -218,16 +218,16 @@ class BlockGroup(tf.Module):
 
 
 class Resnet(tf.Module):
-    def __init__(self, registry, depth, width, sk, cifar_stem=False):
+    def __init__(self, registry, depth, width, sk, cifar_stem=False, in_channels=3):
         super().__init__()
         self.cifar_stem = cifar_stem
-        base = 64 * width
+        base = int(64 * width)
         if cifar_stem:
-            stem = [ConvFixedPadding(registry, 3, base, 3, 1), Weightless()]
+            stem = [ConvFixedPadding(registry, in_channels, base, 3, 1), Weightless()]
             stem += [BatchNormRelu(registry, base), Weightless()]
         elif sk:
             stem = [
-                ConvFixedPadding(registry, 3, base // 2, 3, 2),
+                ConvFixedPadding(registry, in_channels, base // 2, 3, 2),
                 BatchNormRelu(registry, base // 2),
                 ConvFixedPadding(registry, base // 2, base // 2, 3, 1),
                 BatchNormRelu(registry, base // 2),
@@ -238,7 +238,7 @@ class Resnet(tf.Module):
                 Weightless(),
             ]
         else:
-            stem = [ConvFixedPadding(registry, 3, base, 7, 2), Weightless()]
+            stem = [ConvFixedPadding(registry, in_channels, base, 7, 2), Weightless()]
             stem += [BatchNormRelu(registry, base), Weightless(), Weightless()]
         self.initial_conv_relu_max_pool = stem
         kind, counts = BLOCKS[depth]
@@ -340,10 +340,12 @@ class SupervisedHead(tf.Module):
 class OfficialModel(tf.Module):
     """resnet_model + _projection_head (+ supervised_head), as the official tf2 Model."""
 
-    def __init__(self, depth=50, width=1, sk=False, num_classes=None, seed=0, cifar_stem=False):
+    def __init__(
+        self, depth=50, width=1, sk=False, num_classes=None, seed=0, cifar_stem=False, in_channels=3
+    ):
         super().__init__()
         self.registry = Registry(seed)
-        self.resnet_model = Resnet(self.registry, depth, width, sk, cifar_stem)
+        self.resnet_model = Resnet(self.registry, depth, width, sk, cifar_stem, in_channels)
         width_out = self.resnet_model.out_channels
         self._projection_head = ProjectionHead(self.registry, width_out)
         if num_classes:

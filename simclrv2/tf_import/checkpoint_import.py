@@ -104,6 +104,12 @@ def _shape(bundle: TensorBundle, key: str) -> tuple[int, ...]:
     return bundle.entries[key].shape
 
 
+def _first_conv(layout: str, config: EncoderConfig) -> str:
+    """The stem's first kernel (HWIO): its input channels are the images' (3 for RGB)."""
+    name = variable_names(encoder_layers(config))[0]
+    return name.tf1 if layout == "tf1" else name.tf2
+
+
 def _stage0_conv1(layout: str, config: EncoderConfig) -> str:
     name = next(n for n in variable_names(encoder_layers(config)) if ".stages.0.0.conv1." in n.ours)
     return name.tf1 if layout == "tf1" else name.tf2
@@ -125,8 +131,10 @@ def _encoder_config(bundle: TensorBundle, layout: str, present: dict[str, str]) 
                 if not set(expected) <= encoder_names:
                     continue
                 out_channels = _shape(bundle, present[_stage0_conv1(layout, probe)])[-1]
+                in_channels = _shape(bundle, present[_first_conv(layout, probe)])[2]
                 try:
-                    config = EncoderConfig(depth, out_channels / 64, sk_ratio, cifar_stem)
+                    width = out_channels / 64
+                    config = EncoderConfig(depth, width, sk_ratio, cifar_stem, in_channels)
                 except ValueError:
                     continue
                 mismatch = _shape_mismatch(bundle, present, layout, config)
