@@ -1,12 +1,14 @@
 """Retries that must not go wrong, against the real S3 server (issue 15).
 
 The outage itself is in tests/test_storage_outage.py; these cover what a retry meets after
-the server is back.
+the server is back, and a streamed read whose TCP connection really breaks (the socket under
+urllib3 shut down, as when the server dies mid-answer).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -55,3 +57,35 @@ def test_a_vanished_upload_that_is_not_ours_still_fails(
     with pytest.raises(StorageError, match="no longer exists"):
         writer.close()
     assert not store.exists(uri)
+
+
+def _break_connection(stream) -> None:
+    """Shut down the TCP connection an open S3 read stream is receiving on."""
+    response = stream.raw._body._raw_stream  # botocore StreamingBody -> urllib3 response
+    response._connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.s3
+def test_a_broken_read_goes_on_where_it_stopped(s3_server: SeaweedFS, s3_bucket: str) -> None:
+    store = ObjectStore(s3_server.settings)
+    uri = f"s3://{s3_bucket}/stream.bin"
+    data = os.urandom(16 * MiB)
+    store.write_bytes(uri, data)
+    with store.open_read(uri) as stream:
+        head = stream.read(MiB)
+        _break_connection(stream)
+        assert head + stream.read() == data
+        assert stream.raw.resumes == 1
+
+
+@pytest.mark.s3
+def test_a_read_never_splices_a_replaced_object(s3_server: SeaweedFS, s3_bucket: str) -> None:
+    store = ObjectStore(s3_server.settings)
+    uri = f"s3://{s3_bucket}/replaced.bin"
+    store.write_bytes(uri, os.urandom(16 * MiB))
+    with store.open_read(uri) as stream:
+        stream.read(MiB)
+        store.write_bytes(uri, os.urandom(16 * MiB))  # a new version meanwhile
+        _break_connection(stream)
+        with pytest.raises(StorageError, match=r"was replaced at .* while it was being read"):
+            stream.read()

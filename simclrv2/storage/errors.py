@@ -112,6 +112,11 @@ def explain_client_error(
                 f"S3 at {where} refused the credentials for {uri!r} ({code or status}): "
                 f"{_CREDENTIALS_HINT}"
             )
+        if code == "PreconditionFailed":  # a resumed read asked for the version it began
+            return StorageError(
+                f"{uri!r} was replaced at {where} while it was being read: read it again "
+                "(a published dataset's shards should never change)"
+            )
         # Before the 404 test: S3 answers a vanished upload with 404 too.
         if code == "NoSuchUpload":
             return StorageError(

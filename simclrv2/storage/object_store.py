@@ -206,7 +206,7 @@ class ObjectStore:
                 ranged = {"Range": f"bytes={position}-", "IfMatch": etag} if position else {}
                 return self._call(uri, self.client.get_object, Bucket=bucket, Key=key, **ranged)
 
-            reader = ResumableObjectReader(open_from)
+            reader = ResumableObjectReader(open_from, uri)
             return io.BufferedReader(reader, buffer_size=_READ_BUFFER_BYTES)
         try:
             return open(uri, "rb")

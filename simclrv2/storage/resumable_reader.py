@@ -16,9 +16,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
+from simclrv2.storage.errors import StorageError
 from simclrv2.storage.retrying_call import is_transient
 
-__all__ = ["ResumableObjectReader"]
+__all__ = ["MAX_RESUMES_WITHOUT_PROGRESS", "ResumableObjectReader"]
+
+#: A connection that breaks again and again before a single byte arrives is not an outage
+#: the retry budget can wait out (each ranged request succeeds): give up after this many.
+MAX_RESUMES_WITHOUT_PROGRESS = 10
 
 
 class ResumableObjectReader(io.RawIOBase):
@@ -29,9 +34,14 @@ class ResumableObjectReader(io.RawIOBase):
     passes a call that retries within its budget and raises StorageError when spent).
     """
 
-    def __init__(self, open_from: Callable[[int, str | None], dict[str, Any]]) -> None:
+    def __init__(
+        self, open_from: Callable[[int, str | None], dict[str, Any]], uri: str = "the object"
+    ) -> None:
         super().__init__()
+        self.uri = uri
         self._open_from = open_from
+        self._resumed_at: int | None = None
+        self._resumes_here = 0
         response = open_from(0, None)
         self._body = response["Body"]
         self.etag: str | None = response.get("ETag")
@@ -60,6 +70,14 @@ class ResumableObjectReader(io.RawIOBase):
 
     def _resume(self) -> None:
         """Ask again for the rest of the object; the caller's retry budget covers the wait."""
+        self._resumes_here = self._resumes_here + 1 if self._resumed_at == self.position else 1
+        self._resumed_at = self.position
+        if self._resumes_here > MAX_RESUMES_WITHOUT_PROGRESS:
+            raise StorageError(
+                f"reading {self.uri} broke {MAX_RESUMES_WITHOUT_PROGRESS} times at byte "
+                f"{self.position} without getting further: the server answers but cannot "
+                "send the object; check its health and read it again"
+            )
         self._close_body()
         response = self._open_from(self.position, self.etag)
         self._body = response["Body"]
