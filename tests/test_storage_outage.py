@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -184,3 +185,42 @@ def test_every_kind_of_operation_rides_out_a_restart_of_the_store(
     assert load_manifest(f"{root}/during", store).fingerprint == dataset.fingerprint
     assert verify_dataset(published, store, print_fn=lambda *_: None) == []
     assert outage_s >= OUTAGE_S
+
+
+@pytest.mark.s3
+def test_a_server_that_hangs_is_waited_for_or_named_within_the_budget(server: SeaweedFS) -> None:
+    """The server process frozen (SIGSTOP): connections are accepted by the kernel and never
+    answered. A store with the default budget waits it out; one with a short budget fails
+    with the endpoint and the setting named, within its longest-operation bound."""
+    server.start()  # running already, unless the outage test stopped short
+    patient = ObjectStore(server.settings)
+    patient.create_bucket(BUCKET)
+    impatient = ObjectStore(server.settings)
+    short = S3RetryBudget(outage_budget_s=2.0, connect_timeout_s=1.0, read_timeout_s=1.0)
+    impatient.use_retry_budget(short)
+    impatient.check_bucket(f"s3://{BUCKET}")  # it has answered: the outage window applies
+    uri = f"s3://{BUCKET}/frozen.bin"
+    data = os.urandom(MiB)
+
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        work = _Work()
+        work.start("default budget", lambda: patient.write_bytes(uri, data))
+        started = time.monotonic()
+        with pytest.raises(StorageError) as caught:
+            impatient.read_bytes(uri)
+        failed_after = time.monotonic() - started
+        time.sleep(max(0.0, 6.0 - failed_after))  # frozen for 6 s in all
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    work.join(S3RetryBudget().longest_operation_s())
+
+    message = str(caught.value)
+    assert f"S3 endpoint {server.endpoint_url} did not answer in time" in message
+    assert "storage.outage_budget_s" in message
+    assert failed_after <= short.longest_operation_s() + 0.5, failed_after
+    assert work.errors == {}
+    assert patient.read_bytes(uri) == data
+    waited = work.seconds["default budget"]
+    print(f"\nfrozen server: the short budget failed after {failed_after:.1f} s; "
+          f"the default budget's write finished after {waited:.1f} s")  # fmt: skip
