@@ -3,15 +3,20 @@
 Checks a full round trip of a real model, optimizer, scheduler, RNG and config (the restored
 run continues exactly like the original), pruning to ``keep``, strict file names, refusal of
 non-plain state and of overwrites, refusal of arbitrary pickle on load, clear errors for
-corrupt files, and that a save that fails half-way leaves the previous checkpoint the newest.
+corrupt files, that a save that fails half-way leaves the previous checkpoint the newest, and
+the digest that seals every checkpoint: written before the checkpoint appears, checked
+(`sha256sum -c` agrees) on every load, a truncated or changed file or one without its digest
+refused by name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
 import random
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,12 +271,21 @@ class _Payload:
         return _record, ("unpickled and ran code",)
 
 
+def _write_sealed(location: Location, name: str, content: bytes) -> str:
+    """A checkpoint file written by another program, with a digest that matches it."""
+    uri = join_uri(location.directory, name)
+    location.store.write_bytes(uri, content)
+    digest = f"{hashlib.sha256(content).hexdigest()}  {name}\n"
+    location.store.write_bytes(uri + ".sha256", digest.encode())
+    return uri
+
+
 def test_arbitrary_pickle_is_refused(location: Location) -> None:
     store = CheckpointStore(location.directory, location.store)
     buffer = io.BytesIO()
     torch.save({"model": {"weight": torch.ones(2)}, "extra": _Payload()}, buffer)
-    uri = join_uri(location.directory, "step-000000001.pt")
-    location.store.write_bytes(uri, buffer.getvalue())
+    # Whoever can write the checkpoint can write its digest: the digest is no defence here.
+    uri = _write_sealed(location, "step-000000001.pt", buffer.getvalue())
     _side_effects.clear()
 
     assert store.latest() == uri
@@ -284,10 +298,9 @@ def test_arbitrary_pickle_is_refused(location: Location) -> None:
 def test_corrupt_or_truncated_files_give_clear_errors(location: Location) -> None:
     store = CheckpointStore(location.directory, location.store)
     good = store.save(1, {"weights": torch.arange(1000.0)})
-    truncated = join_uri(location.directory, "step-000000002.pt")
-    location.store.write_bytes(truncated, location.store.read_bytes(good)[:-200])
-    garbage = join_uri(location.directory, "step-000000003.pt")
-    location.store.write_bytes(garbage, b"\x00 this is not a checkpoint " * 20)
+    # Sealed as they are: what torch.load itself finds wrong is named too.
+    truncated = _write_sealed(location, "step-000000002.pt", location.store.read_bytes(good)[:-200])
+    garbage = _write_sealed(location, "step-000000003.pt", b"\x00 this is not a checkpoint " * 20)
 
     for uri in (truncated, garbage):
         with pytest.raises(CheckpointError, match=rf"{uri}"):
@@ -352,10 +365,111 @@ def test_failure_mid_save_leaves_previous_checkpoint_newest(
 
     assert written[0] > MIN_PART_SIZE
     assert store.latest() == previous and store.steps() == [1]
-    assert [uri for uri, _ in location.store.list_files(location.directory)] == [previous]
+    assert [uri for uri, _ in location.store.list_files(location.directory)] == [
+        previous,
+        previous + ".sha256",
+    ]
     if is_s3_uri(location.directory):
         bucket, _ = split_s3_uri(location.directory)
         uploads = location.store.client.list_multipart_uploads(Bucket=bucket)
         assert uploads.get("Uploads", []) == []
     else:
-        assert os.listdir(location.directory) == ["step-000000001.pt"]
+        assert sorted(os.listdir(location.directory)) == [
+            "step-000000001.pt",
+            "step-000000001.pt.sha256",
+        ]
+
+
+# The digest that seals each checkpoint -------------------------------------------------------
+
+
+def test_the_digest_is_sha256sum_format_and_published_before_the_checkpoint(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CheckpointStore(location.directory, location.store)
+    published: list[str] = []
+    real_open_write = location.store.open_write
+
+    def recording_open_write(uri: str) -> Any:
+        writer = real_open_write(uri)
+        real_close = writer.close
+
+        def close() -> None:
+            if not writer.closed:
+                published.append(os.path.basename(uri))
+            real_close()
+
+        writer.close = close  # type: ignore[method-assign]
+        return writer
+
+    monkeypatch.setattr(location.store, "open_write", recording_open_write)
+    uri = store.save(7, {"weights": torch.arange(10.0)})
+
+    assert published == ["step-000000007.pt.sha256", "step-000000007.pt"]
+    content = location.store.read_bytes(uri)
+    digest = location.store.read_bytes(uri + ".sha256").decode()
+    assert digest == f"{hashlib.sha256(content).hexdigest()}  step-000000007.pt\n"
+    if not is_s3_uri(uri):  # the standard tool agrees
+        checked = subprocess.run(["sha256sum", "-c", uri + ".sha256"], cwd=location.directory,
+                                 capture_output=True, text=True)  # fmt: skip
+        assert checked.returncode == 0 and "step-000000007.pt: OK" in checked.stdout
+
+
+def _damage(location: Location, uri: str, how: str) -> None:
+    content = bytearray(location.store.read_bytes(uri))
+    if how == "truncated":
+        content = content[: len(content) // 2]
+    else:  # one bit flipped in the middle, where tensor bytes are: torch.load still reads it
+        content[len(content) // 2] ^= 0x01
+    location.store.write_bytes(uri, bytes(content))
+
+
+@pytest.mark.parametrize("how", ["truncated", "one bit flipped"])
+def test_a_damaged_checkpoint_fails_its_content_check(location: Location, how: str) -> None:
+    store = CheckpointStore(location.directory, location.store)
+    uri = store.save(1, {"weights": torch.arange(4096.0)})
+    _damage(location, uri, how)
+
+    assert store.steps() == [1]  # still listed: only reading it tells
+    with pytest.raises(CheckpointError, match=r"step-000000001\.pt fails its content check"):
+        store.load()
+
+
+def test_a_checkpoint_without_its_digest_is_not_listed_and_not_loaded(location: Location) -> None:
+    store = CheckpointStore(location.directory, location.store)
+    first = store.save(1, {"weights": torch.zeros(3)})
+    second = store.save(2, {"weights": torch.ones(3)})
+    location.store.delete(second + ".sha256")
+
+    assert store.steps() == [1] and store.unsealed_steps() == [2]
+    assert store.latest() == first
+    with pytest.raises(CheckpointError, match=r"step-000000002\.pt has no digest"):
+        store.load(second)
+    # The step may be saved again (the run that resumes from step 1 does): it is replaced.
+    store.save(2, {"weights": torch.full((3,), 2.0)})
+    assert store.steps() == [1, 2]
+    assert torch.equal(store.load()["weights"], torch.full((3,), 2.0))
+
+
+def test_a_digest_left_alone_by_a_killed_save_is_ignored_then_replaced(location: Location) -> None:
+    store = CheckpointStore(location.directory, location.store)
+    store.save(1, {"weights": torch.zeros(3)})
+    stale = f"{'0' * 64}  step-000000002.pt\n".encode()
+    location.store.write_bytes(join_uri(location.directory, "step-000000002.pt.sha256"), stale)
+
+    assert store.steps() == [1]
+    store.save(2, {"weights": torch.ones(3)})
+    assert torch.equal(store.load()["weights"], torch.ones(3))
+
+
+def test_pruning_deletes_digests_and_leftovers_of_older_steps(location: Location) -> None:
+    store = CheckpointStore(location.directory, location.store, keep=2)
+    for step in (1, 2):
+        store.save(step, {"step": step})
+    location.store.delete(join_uri(location.directory, "step-000000002.pt.sha256"))  # unsealed
+    for step in (3, 4, 5):
+        store.save(step, {"step": step})
+
+    listed = location.store.list_files(location.directory)
+    names = sorted(os.path.basename(uri) for uri, _ in listed)
+    assert names == [f"step-00000000{s}.pt{x}" for s in (4, 5) for x in ("", ".sha256")]

@@ -5,7 +5,16 @@ A checkpoint is the caller's state dict, saved as ``{directory}/step-{step:09d}.
 and epoch, :func:`capture_rng_state`, the data position and the config. :class:`CheckpointStore`
 writes it through :meth:`ObjectStore.open_write`, so it appears only once complete (local: a
 temporary name renamed into place; S3: a multipart upload completed on close): a killed run
-leaves either the whole checkpoint or none, and the newest file present is always complete.
+leaves either the whole checkpoint or none.
+
+Each checkpoint is sealed by a digest file beside it, ``step-{step:09d}.pt.sha256`` (the
+format of ``sha256sum``, so ``sha256sum -c`` checks it by hand), published after every byte
+of the checkpoint was written and before the checkpoint itself: a ``step-*.pt`` that exists
+always has its digest. :meth:`CheckpointStore.load` re-hashes the file and refuses one that
+no longer matches (truncated or changed after it was written: a partial copy, a broken disk,
+an overwrite by another program) or that has no digest (not written completely by
+:meth:`CheckpointStore.save`). Which checkpoint a run resumes from, falling back past
+damaged ones, is decided in simclrv2/distributed/agreed_checkpoint.py.
 
 Checkpoints come back from S3, which other people and programs can write to, and unpickling
 arbitrary objects runs arbitrary code. So a checkpoint may hold only tensors, plain values
@@ -16,10 +25,11 @@ refuses anything else, and :meth:`CheckpointStore.load` reads with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
-import shutil
+import sys
 import tempfile
 from collections import OrderedDict
 from typing import Any
@@ -27,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simclrv2.storage.errors import StorageError
+from simclrv2.storage.errors import ObjectNotFound, StorageError
 from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.uri import basename, is_s3_uri, join_uri, split_s3_uri
 
@@ -48,6 +58,8 @@ _log = logging.getLogger(__name__)
 
 # Strict: "step-" then at least 9 digits (zero-padded to 9, no extra leading zeros) then ".pt".
 _CHECKPOINT_NAME = re.compile(r"step-(\d{9,})\.pt")
+_DIGEST_SUFFIX = ".sha256"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _PLAIN_TYPES = (int, float, str, bool, type(None))
 _TENSOR_TYPES = (torch.Tensor, nn.Parameter)
 _MAPPING_TYPES = (dict, OrderedDict)
@@ -96,26 +108,48 @@ class CheckpointStore:
         """The URI of the checkpoint of ``step``: ``{directory}/step-{step:09d}.pt``."""
         return join_uri(self.directory, f"step-{step:09d}.pt")
 
-    def steps(self) -> list[int]:
-        """Steps of the complete checkpoints in the directory, ascending.
+    def digest_uri_for_step(self, step: int) -> str:
+        """The URI of the digest that seals the checkpoint of ``step``."""
+        return self.uri_for_step(step) + _DIGEST_SUFFIX
 
-        Only files named exactly ``step-NNNNNNNNN.pt`` directly in the directory count;
-        unfinished writes (``*.tmp-*``), other files and sub-folders are ignored.
+    def steps(self) -> list[int]:
+        """Steps of the complete (sealed) checkpoints in the directory, ascending.
+
+        A checkpoint counts when both ``step-NNNNNNNNN.pt`` and its digest
+        ``step-NNNNNNNNN.pt.sha256`` are directly in the directory; unfinished writes
+        (``*.tmp-*``), a checkpoint without its digest, other files and sub-folders are
+        ignored. Whether the content still matches its digest is checked by :meth:`load`.
         """
-        found = []
+        checkpoints, digests = self._scan()
+        return sorted(checkpoints & digests)
+
+    def unsealed_steps(self) -> list[int]:
+        """Steps with a ``step-NNNNNNNNN.pt`` but no digest, ascending: files that
+        :meth:`save` did not finish writing (copied without their digest, written by an
+        older simclrv2, or unsealed by a resume that found them damaged)."""
+        checkpoints, digests = self._scan()
+        return sorted(checkpoints - digests)
+
+    def _scan(self) -> tuple[set[int], set[int]]:
+        """(steps with a checkpoint file, steps with a digest file), by exact names only."""
+        checkpoints, digests = set(), set()
         for uri, _ in self.store.list_files(self.directory):
-            match = _CHECKPOINT_NAME.fullmatch(basename(uri))
+            name = basename(uri)
+            found = digests if name.endswith(_DIGEST_SUFFIX) else checkpoints
+            match = _CHECKPOINT_NAME.fullmatch(name.removesuffix(_DIGEST_SUFFIX))
             if match is None:
                 continue
             digits = match.group(1)
             step = int(digits)
             # Reject "step-0000000001.pt" and files in sub-folders: only names save() writes.
-            if f"{step:09d}" == digits and uri == self.uri_for_step(step):
-                found.append(step)
-        return sorted(found)
+            if f"{step:09d}" == digits and uri.removesuffix(_DIGEST_SUFFIX) == self.uri_for_step(
+                step
+            ):
+                found.add(step)
+        return checkpoints, digests
 
     def latest(self) -> str | None:
-        """URI of the newest complete checkpoint (highest step), or None if there is none."""
+        """URI of the newest sealed checkpoint (highest step), or None if there is none."""
         steps = self.steps()
         return self.uri_for_step(steps[-1]) if steps else None
 
@@ -125,8 +159,10 @@ class CheckpointStore:
         ``state`` may hold only tensors, int/float/str/bool/None and dicts/lists/tuples of
         them (TypeError naming the offending entry otherwise). The bytes stream from
         ``torch.save`` straight into the store's writer (``torch.save`` writes forward only),
-        so no second copy of the tensors is made. Afterwards the oldest checkpoints beyond
-        ``keep`` are deleted.
+        so no second copy of the tensors is made; their SHA-256 is computed on the way and
+        written to the digest file before the checkpoint is published. A leftover of an
+        interrupted save of the same step (a checkpoint or digest alone) is replaced.
+        Afterwards the oldest checkpoints beyond ``keep`` are deleted.
         """
         if type(step) is not int:
             raise TypeError(f"step must be an int, not {type(step).__name__} ({step!r})")
@@ -135,6 +171,7 @@ class CheckpointStore:
         if type(state) not in _MAPPING_TYPES:
             raise TypeError(f"checkpoint state must be a dict, not {type(state).__name__}")
         _check_plain(state, "state")
+        state = _canonical(state)
 
         existing = self.steps()
         uri = self.uri_for_step(step)
@@ -163,6 +200,10 @@ class CheckpointStore:
                     raise sink.error from None
                 raise
             size = stream.bytes_written
+            # Sealed before it is published: a killed save leaves at most a digest alone
+            # (ignored, replaced by the next save of this step), never an unsealed checkpoint.
+            digest = f"{stream.sha256_hex()}  {basename(uri)}\n"
+            self.store.write_bytes(self.digest_uri_for_step(step), digest.encode())
         _log.info("saved checkpoint of step %d to %s (%d bytes)", step, uri, size)
         self._prune()
         return uri
@@ -170,26 +211,29 @@ class CheckpointStore:
     def load(self, uri: str | None = None, map_location: Any = "cpu") -> dict[str, Any]:
         """The state saved in ``uri`` (default: the newest checkpoint), tensors on map_location.
 
-        Reads with ``torch.load(weights_only=True)``: a file that holds any other pickled
-        object, or a corrupt or truncated file, raises CheckpointError naming the URI.
-        FileNotFoundError when ``uri`` is None and the directory has no checkpoint.
+        The file is first hashed and compared with its digest: a checkpoint without its
+        digest, or whose content no longer matches it (truncated, changed), raises
+        CheckpointError naming the URI, as does a file that ``torch.load(weights_only=True)``
+        refuses (any other pickled object, or a corrupt file). FileNotFoundError when ``uri``
+        is None and the directory has no checkpoint.
         """
         if uri is None:
             uri = self.latest()
             if uri is None:
                 raise FileNotFoundError(f"no checkpoint (step-*.pt) in {self.directory}")
-        if is_s3_uri(uri):
-            # torch.load seeks (the zip index is at the end); an S3 body cannot.
-            with (
-                self.store.open_read(uri) as body,
-                tempfile.TemporaryFile(dir=self.spool_dir) as spool,
-            ):
-                shutil.copyfileobj(body, spool, _COPY_CHUNK)
-                spool.seek(0)
-                state = _torch_load(spool, uri, map_location)
-        else:
-            with self.store.open_read(uri) as stream:
-                state = _torch_load(stream, uri, map_location)
+        expected = self._expected_sha256(uri)
+        # torch.load seeks (the zip index is at the end), which an S3 body cannot: S3 objects
+        # are copied to a temporary file, hashed on the way; a local file is hashed in place.
+        with self.store.open_read(uri) as body:
+            if is_s3_uri(uri):
+                with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
+                    _check_sha256(uri, _copy_hashing(body, spool), expected)
+                    spool.seek(0)
+                    state = _torch_load(spool, uri, map_location)
+            else:
+                _check_sha256(uri, _copy_hashing(body, None), expected)
+                body.seek(0)
+                state = _torch_load(body, uri, map_location)
         if not isinstance(state, dict):
             raise CheckpointError(
                 f"{uri} holds a {type(state).__name__}, not a checkpoint state dict: it was not "
@@ -198,16 +242,48 @@ class CheckpointStore:
         _log.info("loaded checkpoint %s", uri)
         return state
 
+    def unseal(self, step: int) -> None:
+        """Delete the digest of ``step``'s checkpoint: it no longer counts (see :meth:`steps`)
+        and the run may save that step again. For a checkpoint that failed :meth:`load`."""
+        self.store.delete(self.digest_uri_for_step(step))
+
+    def _expected_sha256(self, uri: str) -> str:
+        """The SHA-256 the digest beside ``uri`` records; CheckpointError if it has none."""
+        digest_uri = uri + _DIGEST_SUFFIX
+        try:
+            text = self.store.read_bytes(digest_uri).decode("ascii", "replace")
+        except ObjectNotFound:
+            raise CheckpointError(
+                f"checkpoint {uri} has no digest {basename(digest_uri)} beside it: it was not "
+                "written completely by this version of simclrv2 (a copy without its digest, "
+                "or an older release), so its content cannot be checked"
+            ) from None
+        fields = text.split()
+        if len(fields) != 2 or not _SHA256_HEX.fullmatch(fields[0]) or fields[1] != basename(uri):
+            raise CheckpointError(
+                f"the digest {digest_uri} is not '<sha256>  {basename(uri)}': damaged or "
+                "written by another program"
+            )
+        return fields[0]
+
     def _prune(self) -> None:
-        """Delete the oldest checkpoints beyond ``keep`` (the newest always stays)."""
+        """Delete the oldest checkpoints beyond ``keep`` (the newest always stays), with any
+        older leftovers of interrupted saves; the checkpoint before its digest, so that a
+        prune cut short never leaves an unsealed checkpoint."""
         steps = self.steps()
-        for step in steps[: -self.keep]:
-            uri = self.uri_for_step(step)
-            try:
-                self.store.delete(uri)
-            except (StorageError, OSError) as error:
-                # The new checkpoint is safely written; a leftover old one only costs space.
-                _log.warning("could not delete the old checkpoint %s: %s", uri, error)
+        if len(steps) <= self.keep:
+            return
+        oldest_kept = steps[-self.keep]
+        checkpoints, digests = self._scan()
+        for step in sorted(checkpoints | digests):
+            if step >= oldest_kept:
+                break
+            for uri in (self.uri_for_step(step), self.digest_uri_for_step(step)):
+                try:
+                    self.store.delete(uri)
+                except (StorageError, OSError) as error:
+                    # The new checkpoint is safely written; a leftover old one only costs space.
+                    _log.warning("could not delete the old checkpoint %s: %s", uri, error)
 
 
 class _WriteErrorRecorder:
@@ -227,6 +303,44 @@ class _WriteErrorRecorder:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def _copy_hashing(source: Any, sink: Any | None) -> str:
+    """SHA-256 (hex) of everything ``source`` yields, copied to ``sink`` unless None."""
+    digest = hashlib.sha256()
+    while chunk := source.read(_COPY_CHUNK):
+        digest.update(chunk)
+        if sink is not None:
+            sink.write(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha256(uri: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise CheckpointError(
+            f"checkpoint {uri} fails its content check: its SHA-256 is {actual[:16]}... but "
+            f"its digest records {expected[:16]}... (truncated or changed after it was written)"
+        )
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with every string interned and every dict / list / tuple rebuilt (tensors
+    kept): pickle writes an object it has seen once by reference, so which equal strings or
+    containers happen to be one object would change the bytes. A resumed run's loaded
+    strings are not the ones an uninterrupted run's code made; canonical, both save the same
+    state as the same bytes (and the same digest)."""
+    kind = type(value)
+    if kind is str:
+        return sys.intern(value)
+    if kind in _MAPPING_TYPES:
+        rebuilt = kind((_canonical(key), _canonical(item)) for key, item in value.items())
+        metadata = getattr(value, "_metadata", None)  # a state_dict's module versions
+        if metadata is not None:
+            rebuilt._metadata = _canonical(metadata)
+        return rebuilt
+    if kind in _SEQUENCE_TYPES:
+        return kind(_canonical(item) for item in value)
+    return value
 
 
 def _check_plain(value: Any, path: str) -> None:
