@@ -33,10 +33,10 @@ def write_step_outputs(
     warnings: list[str] = (),
     **metadata,
 ) -> str:
-    """Writes the four files (the model last is not needed: each file is atomic); returns
-    the model URI."""
+    """Writes the files, each atomically, model.pt last: the next step reads model.pt, so a
+    step killed part-way through here leaves no model beside missing or stale files (the
+    retry writes them all again). Returns the model URI."""
     model_uri = join_uri(output, "model.pt")
-    save_model(store, model_uri, model, **metadata)
     store.write_bytes(join_uri(output, "config.yaml"), dump_config(config).encode())
     store.write_bytes(join_uri(output, "history.json"), json.dumps(history).encode())
     store.write_bytes(join_uri(output, WARNINGS_NAME), json.dumps(list(warnings)).encode())
@@ -46,4 +46,5 @@ def write_step_outputs(
         steps = {key: [r["step"] for r in history if key in r] for key in curve_keys}
         plot_curves(series, curves, title, x=steps)
         store.write_bytes(join_uri(output, "curves.png"), curves.read_bytes())
+    save_model(store, model_uri, model, **metadata)
     return model_uri

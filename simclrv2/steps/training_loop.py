@@ -1,8 +1,9 @@
 """The training loop every training step shares: resume, epochs, checkpoints, metrics.
 
 A step supplies its model, optimiser, a loader factory and a loss function; the loop:
-- resumes from the newest checkpoint (model, optimiser, schedule, history, RNG, epoch and
-  batch position) and says so;
+- resumes from the newest checkpoint that every process can load and that passes its
+  content check (simclrv2/distributed/agreed_checkpoint.py: damaged ones are skipped with a
+  warning) - model, optimiser, schedule, history, RNG, epoch and batch position - and says so;
 - builds the loader once, at the first epoch it runs, and iterates it once per epoch (its
   workers persist; every pass reseeds from (seed, rank, worker, epoch)); seeds each epoch
   from (seed, rank, epoch), so a resumed run replays the batches it had consumed and continues
@@ -14,14 +15,17 @@ A step supplies its model, optimiser, a loader factory and a loss function; the 
   and counts what it finds.
 """
 
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy
 import torch
 import torch.distributed as dist
 
 from simclrv2.config.loading import to_dict
 from simclrv2.config.run_config import RunConfig
+from simclrv2.distributed.agreed_checkpoint import load_agreed_checkpoint
 from simclrv2.distributed.context import DistributedContext
 from simclrv2.steps.resume_check import check_same_run, load_error
 from simclrv2.steps.training_setup import epoch_seed
@@ -76,9 +80,10 @@ def run_training_loop(
     check_health: history -> warnings about the result (none: no checks).
     """
     step, history, resumed_from, start, rng = 0, [], None, (0, 0), None
-    latest = _agreed_latest(checkpoints, context)
+    latest, state = load_agreed_checkpoint(
+        checkpoints, context, warn=lambda message: say(f"[{name}] WARNING: {message}")
+    )
     if latest is not None:
-        state = checkpoints.load(latest)
         check_same_run(state.get("config"), to_dict(config), latest)
         try:
             getattr(model, "module", model).load_state_dict(state["model"])
@@ -119,7 +124,7 @@ def run_training_loop(
         for epoch in range(start[0], epochs):
             if step >= last_step:
                 break
-            torch.manual_seed(epoch_seed(config.runtime.seed, context.rank, epoch))
+            _seed_epoch(epoch_seed(config.runtime.seed, context.rank, epoch))
             if loader is None:  # built once: later epochs are its later passes
                 loader = make_loader(epoch, True)
             batches = iter(loader)
@@ -175,6 +180,15 @@ def run_training_loop(
     return LoopResult(step, history, resumed_from, warnings)
 
 
+def _seed_epoch(seed: int) -> None:
+    """Seed torch's, Python's and numpy's generators: the checkpoints hold all three, and an
+    unseeded one (Python's differs in every process) would make the same run's checkpoints
+    differ byte for byte."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    numpy.random.seed(seed % 2**32)
+
+
 def _every_ranks_rng(context) -> list:
     """Each rank's RNG state (rank order), so that every rank of a resumed multi-process run
     continues its own random stream, not rank 0's."""
@@ -194,17 +208,6 @@ def _this_ranks_rng(state: dict, context, say, name: str) -> dict:
         f"{context.world_size}: resuming with rank 0's random state (not bit-identical to an "
         "uninterrupted run)")  # fmt: skip
     return state["rng"]
-
-
-def _agreed_latest(checkpoints: CheckpointStore, context) -> str | None:
-    """The checkpoint to resume from, as rank 0 sees it, on every rank: ranks on different
-    nodes list S3 at different moments, and a disagreement would desynchronise DDP."""
-    latest = checkpoints.latest() if context.is_main else None
-    if context.distributed:
-        chosen = [latest]
-        dist.broadcast_object_list(chosen, src=0)
-        latest = chosen[0]
-    return latest
 
 
 def _save(checkpoints: CheckpointStore, step: int, state: dict, context) -> None:
