@@ -25,8 +25,8 @@ from pipelines.local_seaweedfs import SeaweedFS
 from simclrv2.cli import main
 from simclrv2.config.loading import ConfigError, load_config_text
 from simclrv2.config.run_config import RunConfig
-from simclrv2.storage.errors import StorageError
-from simclrv2.storage.object_store import LocalDiskFullError, ObjectStore
+from simclrv2.storage.errors import LocalDiskFullError, StorageError
+from simclrv2.storage.object_store import ObjectStore
 from simclrv2.storage.retry_budget import S3RetryBudget
 from simclrv2.storage.s3_client import S3Settings
 from tests.pushgateway import free_loopback_port

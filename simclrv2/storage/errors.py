@@ -4,10 +4,14 @@ botocore reports an unknown bucket, refused credentials or an unreachable endpoi
 codes ("403", "NoSuchBucket", "Could not connect"). :func:`explain_client_error` turns them
 into a :class:`StorageError` naming the URI, the endpoint and the fix. The messages never
 contain credentials: they are built from the error code, the URI and the endpoint only.
+:func:`explain_local_write_error` does the same for a local disk that is full.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from urllib.parse import urlsplit, urlunsplit
 
 from botocore.exceptions import (
@@ -24,11 +28,13 @@ from simclrv2.errors import UsageError
 from simclrv2.storage.uri import is_s3_uri, split_s3_uri
 
 __all__ = [
+    "LocalDiskFullError",
     "ObjectNotFound",
     "StorageError",
     "StorageSettingsError",
     "describe_endpoint",
     "explain_client_error",
+    "explain_local_write_error",
 ]
 
 _CREDENTIAL_CODES = frozenset(
@@ -147,3 +153,24 @@ def explain_client_error(
             f"the server up? ({type(error).__name__})"
         )
     return StorageError(f"S3 access to {uri!r} at {where} failed: {type(error).__name__}: {error}")
+
+
+class LocalDiskFullError(StorageError):
+    """The local file system ran out of space (or quota) while a file was written."""
+
+
+def explain_local_write_error(path: str, error: OSError) -> StorageError | OSError:
+    """A clear LocalDiskFullError for ENOSPC / EDQUOT; any other OSError unchanged."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return error
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(folder).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    reason = "no space left" if error.errno == errno.ENOSPC else "disk quota exceeded"
+    return LocalDiskFullError(
+        f"{reason} on the file system of {folder} while writing {path} ({free}); nothing "
+        "was written there: free some space, or write the output to another disk or to S3 "
+        "(an s3:// --output)"
+    )

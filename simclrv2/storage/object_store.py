@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import io
 import os
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from simclrv2.storage.errors import ObjectNotFound, StorageError
+from simclrv2.storage.errors import ObjectNotFound, explain_local_write_error
 from simclrv2.storage.multipart_writer import DEFAULT_PART_SIZE, S3MultipartWriter
 from simclrv2.storage.publish_on_close import PublishOnCloseWriter
 from simclrv2.storage.resumable_reader import ResumableObjectReader
@@ -33,31 +31,10 @@ from simclrv2.storage.retrying_call import call_with_retry
 from simclrv2.storage.s3_client import DEFAULT_REGION, S3Settings, make_store_client
 from simclrv2.storage.uri import S3_SCHEME, is_s3_uri, split_s3_uri
 
-__all__ = ["AtomicFileWriter", "LocalDiskFullError", "ObjectStore"]
+__all__ = ["AtomicFileWriter", "ObjectStore"]
 
 # Read-ahead of a streamed S3 object; also makes every read(n) return n bytes until the end.
 _READ_BUFFER_BYTES = 256 * 1024
-
-
-class LocalDiskFullError(StorageError):
-    """The local file system ran out of space (or quota) while a file was written."""
-
-
-def _disk_full_error(path: str, error: OSError) -> StorageError | OSError:
-    """A clear LocalDiskFullError for ENOSPC / EDQUOT; any other OSError unchanged."""
-    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return error
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        free = f"{shutil.disk_usage(folder).free:,} bytes free"
-    except OSError:
-        free = "free space unknown"
-    reason = "no space left" if error.errno == errno.ENOSPC else "disk quota exceeded"
-    return LocalDiskFullError(
-        f"{reason} on the file system of {folder} while writing {path} ({free}); nothing "
-        "was written there: free some space, or write the output to another disk or to S3 "
-        "(an s3:// --output)"
-    )
 
 
 class AtomicFileWriter(PublishOnCloseWriter):
@@ -83,7 +60,7 @@ class AtomicFileWriter(PublishOnCloseWriter):
             self._file.write(view)
         except OSError as error:
             # The stream is unusable once the disk is full: drop the partial file now.
-            self._failure = _disk_full_error(self.path, error)
+            self._failure = explain_local_write_error(self.path, error)
             self._abort_quietly()
             raise self._failure from error
 
@@ -99,7 +76,7 @@ class AtomicFileWriter(PublishOnCloseWriter):
             os.replace(self.temp_path, self.path)
         except OSError as error:
             self.abort()
-            raise _disk_full_error(self.path, error) from error
+            raise explain_local_write_error(self.path, error) from error
         except BaseException:
             self.abort()
             raise

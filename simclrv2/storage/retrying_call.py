@@ -77,11 +77,10 @@ def call_with_retry(
     uri: str,
     endpoint: str | None,
     budget: S3RetryBudget,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """``operation()``, retried on transient failures within ``budget``.
 
-    ``name`` (e.g. ``"UploadPart"``) and ``uri`` only label log lines and the error. Raises
+    ``name`` (e.g. ``"upload_part"``) and ``uri`` only label log lines and the error. Raises
     StorageError (via :func:`explain_client_error`) when the failure is not transient or
     the budget is spent; a spent budget adds how long and how often it was tried.
     """
@@ -111,7 +110,7 @@ def call_with_retry(
                     type(error).__name__,
                     window,
                 )
-            sleep(pause)
+            time.sleep(pause)
             continue
         _remember_answer(endpoint)
         if attempt > 1:
