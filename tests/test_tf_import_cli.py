@@ -3,8 +3,6 @@
 compared with TensorFlow's own outputs; a folder with no checkpoint is one usage error and
 writes nothing."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -14,10 +12,7 @@ from simclrv2.errors import USAGE_EXIT
 from simclrv2.models.simclr_model import ContrastiveModel
 from simclrv2.steps.model_artifact import load_model
 from simclrv2.storage.object_store import ObjectStore
-
-torch_dynamo = pytest.importorskip("torch._dynamo")  # before TF: triton after TF segfaults
-tf = pytest.importorskip("tensorflow")
-reference = pytest.importorskip("tests.tf_official_reference")
+from tests.tf_checkpoints import write_case
 
 
 @pytest.fixture
@@ -33,15 +28,10 @@ def s3_env(s3_server, monkeypatch):
 def test_import_tf_from_s3_writes_a_model_that_computes_what_tf_does(
     s3_env, s3_bucket, tmp_path, capsys
 ):
-    model = reference.OfficialModel(depth=18, width=1, sk=True, num_classes=None, seed=11)
-    release = tmp_path / "r18_1x_sk1"
-    release.mkdir()
-    reference.write_tf1(str(release / "model.ckpt-250228"), model.tf1_variables())
-    (release / "checkpoint").write_text('model_checkpoint_path: "/big/disk/model.ckpt-250228"\n')
-    for name in os.listdir(release):  # the release folder's layout, on S3
-        s3_env.write_bytes(
-            f"s3://{s3_bucket}/releases/r18_1x_sk1/{name}", (release / name).read_bytes()
-        )
+    written = write_case("r18_sk_release", tmp_path / "tf")
+    release = written / "r18_1x_sk1"
+    for path in release.iterdir():  # the release folder's layout, on S3
+        s3_env.write_bytes(f"s3://{s3_bucket}/releases/r18_1x_sk1/{path.name}", path.read_bytes())
 
     output = f"s3://{s3_bucket}/models/r18_1x_sk1.pt"
     code = main(["import-tf", f"s3://{s3_bucket}/releases/r18_1x_sk1", "--output", output, "--ema"])
@@ -52,16 +42,12 @@ def test_import_tf_from_s3_writes_a_model_that_computes_what_tf_does(
     imported, metadata = load_model(s3_env, output)
     assert isinstance(imported, ContrastiveModel)
     assert metadata["layout"] == "tf1" and metadata["ema"] is True
-    images = np.random.default_rng(2).uniform(0, 1, (2, 3, 45, 45)).astype("f4")
-    ema = reference.OfficialModel(depth=18, width=1, sk=True, num_classes=None, seed=11)
-    for variable in ema.trainable_variables:  # the EMA copies the checkpoint holds: +0.5
-        if "moving" not in ema.registry.tf1_names[id(variable)]:
-            variable.assign_add(tf.fill(variable.shape, 0.5))
-    expected = ema.outputs(images)["projection"]
+    expected = np.load(written / "ema_outputs.npz")
     with torch.no_grad():
-        ours = imported(torch.from_numpy(images)).numpy()
-    assert np.abs(expected).max() > 0.1
-    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+        ours = imported(torch.from_numpy(expected["images"])).numpy()
+    scale = np.abs(expected["projection"]).max()
+    assert scale > 0.1
+    np.testing.assert_allclose(ours, expected["projection"], rtol=0, atol=1e-5 * scale)
 
 
 def test_import_tf_of_a_folder_without_checkpoint_is_one_usage_error(tmp_path, capsys):

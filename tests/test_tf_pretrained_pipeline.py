@@ -5,6 +5,7 @@ import step replaces pretraining and fine-tuning starts from the imported networ
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,6 +14,7 @@ from pipelines.compiler import compile_profile, load_profile
 from simclrv2.steps.model_artifact import load_model
 from simclrv2.storage.object_store import ObjectStore
 from tests.test_pipeline_local import CONFIG, PARAMS
+from tests.tf_checkpoints import write_case
 
 RELEASED = Path("pipelines/profiles/imagenet-released-r152x3sk.yaml")
 
@@ -38,19 +40,11 @@ def test_released_profile_compiles_both_branches_and_others_do_not_change(tmp_pa
 
 @pytest.mark.slow
 def test_kfp_local_run_skips_pretraining_and_fine_tunes_the_imported_network(tmp_path, capsys):
-    pytest.importorskip("torch._dynamo")  # before TF: triton after TF segfaults
-    pytest.importorskip("tensorflow")
-    reference = pytest.importorskip("tests.tf_official_reference")
     from simclrv2.cli import main
 
     # The official layout of a network that fits the tiny pipeline (28 px grey images).
-    official = reference.OfficialModel(
-        depth=18, width=0.125, cifar_stem=True, in_channels=1, seed=21
-    )
-    release = tmp_path / "release"
-    release.mkdir()
-    variables = official.tf1_variables(ema_offset=None)
-    reference.write_tf1(str(release / "model.ckpt-1000"), variables)
+    written = write_case("grey_release", tmp_path / "tf")
+    release = written / "release"
 
     profile = load_profile("pipelines/profiles/tiny.yaml")
     profile["steps"]["default"]["retries"] = 0
@@ -68,7 +62,7 @@ def test_kfp_local_run_skips_pretraining_and_fine_tunes_the_imported_network(tmp
     (run_dir,) = (out / "work").iterdir()
     assert not (run_dir / "pretrain").exists()  # skipped
     imported, _ = load_model(ObjectStore(), str(run_dir / "pretrained" / "model.pt"))
-    stem = variables["base_model/conv2d/kernel"].numpy().transpose(3, 2, 0, 1)
+    stem = np.load(written / "variables.npz")["stem_kernel"].transpose(3, 2, 0, 1)
     assert torch.equal(imported.encoder.stem[0].weight, torch.from_numpy(stem))
     teacher, metadata = load_model(ObjectStore(), str(run_dir / "finetune" / "model.pt"))
     assert metadata.get("pretrained") == str(run_dir / "pretrained" / "model.pt")
