@@ -4,6 +4,8 @@ several shards, and damaged files refused by their checksums. The reader never i
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,3 +96,19 @@ def test_missing_and_foreign_files_are_named(written, tmp_path):
     (tmp_path / "notes.index").write_bytes(b"not a table, just some text " * 4)
     with pytest.raises(CheckpointFormatError, match="not a TensorFlow checkpoint index"):
         TensorBundle(str(tmp_path / "notes"))
+
+
+def test_reading_and_importing_need_no_tensorflow(written):
+    """In a Python where `import tensorflow` fails, the reader and the importer still work."""
+    script = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "import simclrv2.cli.import_tf, simclrv2.tf_import.import_to_artifact\n"
+        "from simclrv2.tf_import.bundle_reader import TensorBundle\n"
+        f"bundle = TensorBundle({str(written / 'merged' / 'model.ckpt-7')!r})\n"
+        "print(sorted(bundle.names()), float(bundle.read('v3').sum()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    total = float(shard_values()["v3"].sum())
+    assert done.stdout.split("]")[0] == "['v0', 'v1', 'v2', 'v3'"
+    assert abs(float(done.stdout.split()[-1]) - total) < 1e-3
