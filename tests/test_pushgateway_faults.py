@@ -85,7 +85,7 @@ def test_a_gateway_that_goes_down_and_comes_back_gets_the_latest_values(
         gateway.stop()
         spent = _train(metrics, steps=30, first_step=6)  # down: connections refused
         assert metrics.push_failure_count >= 3
-        assert max(spent) < 0.1, max(spent)  # a refused connection costs milliseconds
+        assert max(spent) < 0.25, max(spent)  # a refused connection: milliseconds, no wait
 
         gateway.start()
         pushed_before = metrics.push_count
