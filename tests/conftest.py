@@ -28,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "docker: builds and runs the step image on a real Docker engine"
     )
+    config.addinivalue_line(
+        "markers", "faults: kills real step processes (SIGKILL) and checks that they resume"
+    )
 
 
 @pytest.fixture(scope="session")
