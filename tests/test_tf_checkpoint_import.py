@@ -11,6 +11,7 @@ import torch
 
 from simclrv2.models.simclr_model import Classifier, ContrastiveModel
 from simclrv2.tf_import.bundle_reader import TensorBundle
+from simclrv2.tf_import.checkpoint_files import local_prefix
 from simclrv2.tf_import.checkpoint_import import CheckpointMappingError, import_checkpoint
 from tests.tf_checkpoints import write_case
 
@@ -90,9 +91,14 @@ def test_tf1_checkpoint_gives_the_same_outputs_and_its_ema_on_request(r50, name)
     np.testing.assert_array_equal(running, variables["stem_mean"])
 
 
-def test_unmapped_and_misshapen_variables_are_errors_naming_them(tmp_path_factory):
-    # A ResNet-18 (basic blocks): fast, and the other block kind's names.
-    cases = write_case("r18_errors", tmp_path_factory.mktemp("tf-r18"))
+@pytest.fixture(scope="module")
+def r18(tmp_path_factory):
+    """A ResNet-18 (basic blocks): fast, and the other block kind's names."""
+    return write_case("r18", tmp_path_factory.mktemp("tf-r18"))
+
+
+def test_unmapped_and_misshapen_variables_are_errors_naming_them(r18):
+    cases = r18
     good = import_checkpoint(TensorBundle(str(cases / "good" / "model.ckpt-1")))
     assert isinstance(good.model, ContrastiveModel) and good.encoder.depth == 18
 
@@ -104,3 +110,18 @@ def test_unmapped_and_misshapen_variables_are_errors_naming_them(tmp_path_factor
             import_checkpoint(TensorBundle(str(cases / f"wrong-{case}" / "model.ckpt-1")))
     with pytest.raises(CheckpointMappingError, match="no exponential moving averages"):
         import_checkpoint(TensorBundle(str(cases / "good" / "model.ckpt-1")), use_ema=True)
+
+
+@pytest.mark.slow
+def test_a_savedmodel_folder_as_the_official_export_writes_it(r18):
+    """Its trainable variables are stored under `trainable_variables_list/N` (the export's
+    list reaches them first); the object graph leads back to their model paths."""
+    cases = r18
+    saved = TensorBundle(local_prefix(str(cases / "r18_1x_sk0")))
+    assert any(name.startswith("trainable_variables_list/") for name in saved.names())
+    result = import_checkpoint(saved)
+    assert result.layout == "tf2" and result.encoder.depth == 18
+    expected = np.load(cases / "outputs.npz")
+    with torch.no_grad():
+        projection = result.model(torch.from_numpy(expected["images"]))
+    _assert_close("r18_1x_sk0 SavedModel projection", projection, expected["projection"])

@@ -115,7 +115,7 @@ def _r50(out: Path) -> None:
         )
 
 
-def _r18_errors(out: Path) -> None:
+def _r18(out: Path) -> None:
     import tensorflow as tf
 
     from tests.tf_official_reference import OfficialModel, write_tf1
@@ -123,6 +123,14 @@ def _r18_errors(out: Path) -> None:
     model = OfficialModel(depth=18, width=1, sk=False, num_classes=None, seed=5)
     variables = model.tf1_variables(ema_offset=None)
     write_tf1(str(out / "good" / "model.ckpt-1"), variables)
+    # The official TF2 export (tf2/run.py build_saved_model): a module holding the model and
+    # a list of its trainable variables, which the SavedModel reaches first (shorter paths).
+    export = tf.Module()
+    export.model = model
+    export.trainable_variables_list = list(model.trainable_variables)
+    tf.saved_model.save(export, str(out / "r18_1x_sk0" / "saved_model"))
+    images = sample_images()
+    np.savez(out / "outputs.npz", images=images, **model.outputs(images))
     extra = {**variables, "base_model/attention/query/kernel": tf.zeros([4, 4])}
     write_tf1(str(out / "extra" / "model.ckpt-1"), extra)
     for case, name in (("head", "head_contrastive/nl_0/dense/kernel"),
@@ -158,7 +166,7 @@ def _grey_release(out: Path) -> None:
     np.savez(out / "variables.npz", stem_kernel=variables["base_model/conv2d/kernel"].numpy())
 
 
-CASES = {"bundle": _bundle, "r50": _r50, "r18_errors": _r18_errors,
+CASES = {"bundle": _bundle, "r50": _r50, "r18": _r18,
          "r18_sk_release": _r18_sk_release, "grey_release": _grey_release}  # fmt: skip
 
 if __name__ == "__main__":
