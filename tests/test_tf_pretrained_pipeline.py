@@ -69,3 +69,24 @@ def test_kfp_local_run_skips_pretraining_and_fine_tunes_the_imported_network(tmp
     assert teacher.encoder.config == imported.config.encoder
     for step in ("supervised", "pseudolabels", "distill", "evaluate"):
         assert (run_dir / step).is_dir(), step
+
+
+def test_a_model_artifact_is_used_in_place_and_a_classifier_refused(tmp_path):
+    from simclrv2.errors import UsageError
+    from simclrv2.models.resnet import EncoderConfig
+    from simclrv2.models.simclr_model import Classifier, ContrastiveModel, ModelConfig
+    from simclrv2.steps.model_artifact import save_model
+    from simclrv2.tf_import.pretrained_source import resolve_pretrained
+
+    store = ObjectStore()
+    encoder = EncoderConfig(depth=18, width_multiplier=0.125, cifar_stem=True, in_channels=1)
+    pretrained = str(tmp_path / "pretrained.pt")
+    save_model(store, pretrained, ContrastiveModel(ModelConfig(encoder=encoder)))
+    output = str(tmp_path / "run" / "pretrained" / "model.pt")
+    assert resolve_pretrained(pretrained, output, store) == pretrained
+    assert not (tmp_path / "run").exists()  # nothing copied or imported
+
+    classifier = str(tmp_path / "classifier.pt")
+    save_model(store, classifier, Classifier(encoder, num_classes=10, proj_layers=1))
+    with pytest.raises(UsageError, match="is a Classifier: pass a pretrained network"):
+        resolve_pretrained(classifier, output, store)
