@@ -27,7 +27,6 @@ from simclrv2.tf_import.official_layers import (
 from simclrv2.tf_import.variable_names import VariableName, variable_names
 
 OFFICIAL_SK_RATIO = 0.0625  # every released SK model; other ratios fail the shape check
-TF2_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 TF2_ROOTS = ("resnet_model/", "_projection_head/", "supervised_head/")
 TF1_ROOTS = ("base_model/", "head_contrastive/", "head_supervised/")
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -188,10 +187,10 @@ def import_checkpoint(
     fine_tune_layer: int | None = None,
     use_ema: bool = False,
 ) -> ImportResult:
-    """The model in `bundle`: a Classifier when it has a supervised head (its features taken
-    after projection layer `fine_tune_layer`: by default 1, as the released fine-tuned models,
-    or 0 without a head), else, or
-    with `contrastive`, a ContrastiveModel (encoder + whole projection head)."""
+    """The model in `bundle`: a Classifier when it has a supervised head (fed by projection
+    layer `fine_tune_layer`: by default 1, as in the released fine-tuned models, or 0 when
+    there is no projection head); otherwise, or with `contrastive`, a ContrastiveModel
+    (encoder + whole projection head). `use_ema`: the TF1 EMA copies instead of the weights."""
     layout, present, model_keys = _model_variables(bundle)
     encoder = _encoder_config(bundle, layout, present)
     num_proj_layers = _count_head_layers(present, layout)
@@ -261,8 +260,8 @@ def import_checkpoint(
         used_keys.add(key)
     if use_ema and not any(key.endswith(EMA_SUFFIX) for key in used_keys):
         raise CheckpointMappingError(
-            f"{bundle.prefix} has no exponential moving averages (…{EMA_SUFFIX}); drop --ema "
-            "(only the TF1 releases carry EMA weights)"
+            f"{bundle.prefix} has no exponential moving averages (variables ending in "
+            f"{EMA_SUFFIX}, written by TF1 training with EMA); drop --ema"
         )
     mapped_keys = {present[official] for official in mapping}
     dropped_keys = {present[name] for name in unused_model_names if name in present} - mapped_keys
