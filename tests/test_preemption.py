@@ -34,6 +34,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -85,6 +86,14 @@ NEEDS = {"shard": [], "pretrain": ["shard"], "finetune": ["pretrain"], "supervis
          "evaluate": ["distill"]}  # fmt: skip
 
 
+ATTEMPT_LIMIT_S = 300
+
+
+def _kill_quietly(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 @dataclass
 class Reference:
     output: str
@@ -118,10 +127,7 @@ class Chain:
                 "pseudo_labels": refs["pseudolabel"],
             }
         if step == "evaluate":
-            models = {
-                name: f"{refs[name]}/model.pt" for name in ("finetune", "distill", "supervised")
-            }
-            inputs = {"models": models, "batch_size": 16}
+            inputs = {"models": {"student": f"{refs['distill']}/model.pt"}, "batch_size": 16}
         return {"step": step, "settings": settings, "output": output, **inputs}
 
     def run(self, step: str, output: str, name: str, kill_after: float | None = None,
@@ -133,11 +139,18 @@ class Chain:
             job["die_at"] = {"pattern": die_at[0], "when": die_at[1]}
         log = self.logs / f"{step}-{name}.log"
         pid = self.server.start(job, log)
-        if kill_after is not None:
-            time.sleep(kill_after)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        code = self.server.wait(pid)
+        # A hung attempt would hang the test: it gets ATTEMPT_LIMIT_S, then it is killed too.
+        hung = threading.Event()
+        watchdog = threading.Timer(ATTEMPT_LIMIT_S, lambda: (hung.set(), _kill_quietly(pid)))
+        watchdog.start()
+        try:
+            if kill_after is not None:
+                time.sleep(kill_after)
+                _kill_quietly(pid)
+            code = self.server.wait(pid)
+        finally:
+            watchdog.cancel()
+        assert not hung.is_set(), f"{step} {name} hung for {ATTEMPT_LIMIT_S} s: {log.read_text()}"
         assert code in (0, -signal.SIGKILL), log.read_text()
         return code
 
@@ -207,8 +220,14 @@ def _check_left_behind(chain: Chain, step: str, output: str, reference: dict[str
 
 
 def _resume_point(log: Path) -> str:
-    found = re.findall(r"resuming from \S+/(step-\d+)\.pt", log.read_text())
-    return found[-1] if found else "the start"
+    """Where an attempt started: a training step's checkpoint, the pseudolabel step's shards
+    already done, else the start."""
+    text = log.read_text()
+    found = re.findall(r"resuming from \S+/(step-\d+)\.pt", text)
+    done = re.findall(r"shard\(s\), (\d+) already done", text)
+    if found:
+        return found[-1]
+    return f"{done[-1]} sidecar shard(s) done" if done and done[-1] != "0" else "the start"
 
 
 @pytest.mark.parametrize("step", STEPS)

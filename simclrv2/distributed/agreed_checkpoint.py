@@ -1,8 +1,8 @@
 """Which checkpoint a (re)started training step resumes from, agreed by every process.
 
 The newest checkpoint is not always usable: it can be truncated or changed after it was
-written (its content no longer matches its digest), or unreadable by one process only (a
-node that sees another copy of the folder, a read that fails on one node). Every process
+written (its content no longer matches its digest), or missing or damaged for one process
+only (a node that sees another copy of the folder). Every process
 must resume from the same one, or DDP desynchronises. So rank 0 lists the sealed
 checkpoints once and sends the list to every rank (ranks on different nodes list S3 at
 different moments); then, newest first, every rank loads and checks the candidate, and the
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch.distributed as dist
 
 from simclrv2.distributed.context import DistributedContext
-from simclrv2.storage.errors import StorageError
+from simclrv2.storage.errors import ObjectNotFound
 from simclrv2.training.checkpoint import CheckpointError, CheckpointStore
 
 
@@ -39,8 +39,10 @@ def load_agreed_checkpoint(
         state, problem = None, None
         try:
             state = checkpoints.load(uri)
-        except (CheckpointError, StorageError) as error:  # unreadable here: try an older one
+        except (CheckpointError, ObjectNotFound) as error:  # damaged or gone: an older one
             problem = str(error)
+        # Any other storage error (an outage past its budget) fails the attempt: a retry
+        # finds the checkpoint again, where skipping it would throw its steps away.
         problems = _every_ranks(problem, context)
         refused = {rank: found for rank, found in enumerate(problems) if found is not None}
         if not refused:
