@@ -90,7 +90,9 @@ def _data_and_retrain_gate(profile, parts, args):
                      pretrain_batch_size=args["pretrain_batch_size"],
                      finetune_epochs=args["finetune_epochs"], distill_epochs=args["distill_epochs"],
                      distill_temperature=args["distill_temperature"], work_root=args["work_root"],
-                     run_id=run_id, production=args["production"]),
+                     run_id=run_id, production=args["production"],
+                     **({"pretrained_model": args["pretrained_model"]}
+                        if "pretrained_model" in args else {})),
         "retrain_gate", profile, "retrain-gate",
     )  # fmt: skip
     return dataset, gate, common

@@ -12,6 +12,7 @@ from simclrv2.pipeline_support.retrain_decision import (
     record_rejection,
     rejected_uri,
     training_identity,
+    training_parameters,
     write_identity,
 )
 from simclrv2.storage.object_store import ObjectStore
@@ -39,6 +40,20 @@ def test_identity_compares_configurations_as_data_not_as_text():
     assert _identity(pretrain_epochs=3)["training_key"] != _identity()["training_key"]
     assert _identity(dataset="bbbb")["config_fingerprint"] == _identity()["config_fingerprint"]
     assert _identity(dataset="bbbb")["training_key"] != _identity()["training_key"]
+
+
+def test_a_pretrained_model_is_part_of_the_key_only_when_set():
+    def key(pretrained_model=""):
+        parameters = training_parameters(2, 256, 60, 1, 1.0, pretrained_model)
+        return training_identity("s3://b/d/v-aaaa", "aaaa", CONFIG, parameters)["training_key"]
+
+    # Unset: the key of a run that pretrains, as it was before the parameter existed.
+    assert training_parameters(2, 256, 60, 1, 1.0) == PARAMS
+    assert key() == _identity()["training_key"]
+    released = key("s3://models/r152_3x_sk1.pt")
+    assert released != key()
+    assert released != key("s3://models/r152_3x_sk1-v2.pt")
+    assert released == key("s3://models/r152_3x_sk1.pt")
 
 
 def test_decisions_against_production_and_rejected_candidates(tmp_path):

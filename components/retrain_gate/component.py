@@ -19,22 +19,28 @@ def retrain_gate(
     work_root: str,
     run_id: str,
     production: str,
+    pretrained_model: str = "",
 ) -> bool:
     """retrain: "always" or "on-new-data" (train only when this dataset version and training
-    configuration have not been trained before). Records the run's training identity for the
-    evaluate and promote steps. A single output, since kfp.local resolves only `Output` in
-    conditions."""
+        configuration have not been trained before; a run that starts from `pretrained_model` counts
+    that model as part of its configuration). Records the run's training identity for the
+        evaluate and promote steps. A single output, since kfp.local resolves only `Output` in
+        conditions."""
     from simclrv2.pipeline_support.artifact_pointer import read_pointer_record
-    from simclrv2.pipeline_support.retrain_decision import decide, training_identity, write_identity
+    from simclrv2.pipeline_support.retrain_decision import (
+        decide,
+        training_identity,
+        training_parameters,
+        write_identity,
+    )
     from simclrv2.storage.object_store import ObjectStore
 
     store = ObjectStore()
     pointer = read_pointer_record(dataset.path)
-    parameters = {
-        "pretrain_epochs": pretrain_epochs, "pretrain_batch_size": pretrain_batch_size,
-        "finetune_epochs": finetune_epochs, "distill_epochs": distill_epochs,
-        "distill_temperature": distill_temperature,
-    }  # fmt: skip
+    parameters = training_parameters(
+        pretrain_epochs, pretrain_batch_size, finetune_epochs, distill_epochs,
+        distill_temperature, pretrained_model,
+    )  # fmt: skip
     identity = training_identity(pointer["uri"], pointer["fingerprint"], run_config, parameters)
     train, reason = decide(retrain, identity, production, store)
     write_identity({**identity, "retrain": retrain, "train": train, "reason": reason},

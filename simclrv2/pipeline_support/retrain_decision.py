@@ -47,6 +47,23 @@ def training_identity(
     }
 
 
+def training_parameters(
+    pretrain_epochs: int, pretrain_batch_size: int, finetune_epochs: int, distill_epochs: int,
+    distill_temperature: float, pretrained_model: str = "",
+) -> dict:  # fmt: skip
+    """The pipeline parameters that change what a run trains. `pretrained_model` (the network
+    a run starts from instead of pretraining) counts only when set, so the keys of runs that
+    pretrain stay what they were. It is compared by URI: publish a new model under a new URI."""
+    parameters = {
+        "pretrain_epochs": pretrain_epochs, "pretrain_batch_size": pretrain_batch_size,
+        "finetune_epochs": finetune_epochs, "distill_epochs": distill_epochs,
+        "distill_temperature": distill_temperature,
+    }  # fmt: skip
+    if pretrained_model:
+        parameters["pretrained_model"] = pretrained_model
+    return parameters
+
+
 def identity_uri(work_root: str, run_id: str) -> str:
     return join_uri(work_root, run_id, GATE_FOLDER, IDENTITY_NAME)
 
