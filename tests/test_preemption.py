@@ -221,8 +221,10 @@ def _check_left_behind(chain: Chain, step: str, output: str, reference: dict[str
 
 def _resume_point(log: Path) -> str:
     """Where an attempt started: a training step's checkpoint, the pseudolabel step's shards
-    already done, else the start."""
+    already done, else the start (or nothing said, when it was killed before saying it)."""
     text = log.read_text()
+    if not text.strip():
+        return "? (killed before its first message)"
     found = re.findall(r"resuming from \S+/(step-\d+)\.pt", text)
     done = re.findall(r"shard\(s\), (\d+) already done", text)
     if found:

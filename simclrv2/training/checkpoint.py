@@ -142,9 +142,8 @@ class CheckpointStore:
             digits = match.group(1)
             step = int(digits)
             # Reject "step-0000000001.pt" and files in sub-folders: only names save() writes.
-            if f"{step:09d}" == digits and uri.removesuffix(_DIGEST_SUFFIX) == self.uri_for_step(
-                step
-            ):
+            checkpoint_uri = uri.removesuffix(_DIGEST_SUFFIX)
+            if f"{step:09d}" == digits and checkpoint_uri == self.uri_for_step(step):
                 found.add(step)
         return checkpoints, digests
 
