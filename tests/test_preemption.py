@@ -21,9 +21,12 @@ evaluate) on a tiny Fashion-MNIST dataset on a real S3 server (SeaweedFS):
 Steps start in a fork server (tests/fork_server.py) that imported torch once, so an attempt
 costs the step's work, not an interpreter start. By default each step is killed at its exact
 points and at SIMCLRV2_FAULT_KILLS=1 random moment from SIMCLRV2_FAULT_SEED (default 15). A
-longer soak, by hand (each extra kill costs about a second of a step's work):
+step's life ends at the first attempt that finishes before its kill (a resumed attempt has
+less left to do), so a longer soak, by hand, runs many seeds with a few kills each (about a
+minute per seed on a 2-core machine):
 
-    SIMCLRV2_FAULT_SEED=123 SIMCLRV2_FAULT_KILLS=20 .venv/bin/pytest tests/test_preemption.py -s
+    for seed in $(seq 1 20); do SIMCLRV2_FAULT_SEED=$seed SIMCLRV2_FAULT_KILLS=5 \
+        .venv/bin/pytest tests/test_preemption.py -s -q || break; done
 """
 
 from __future__ import annotations
