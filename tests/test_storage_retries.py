@@ -89,3 +89,24 @@ def test_a_read_never_splices_a_replaced_object(s3_server: SeaweedFS, s3_bucket:
         _break_connection(stream)
         with pytest.raises(StorageError, match=r"was replaced at .* while it was being read"):
             stream.read()
+
+
+def test_the_run_configs_storage_section_reaches_every_steps_store(tmp_path) -> None:
+    """`storage.*` in a run config is what the step's store retries and times out with."""
+    from simclrv2.config.loading import load_config
+    from simclrv2.config.run_config import RunConfig
+    from simclrv2.distributed.context import shutdown_distributed
+    from simclrv2.steps.step_context import start_step
+
+    config = load_config(
+        RunConfig, None, ["storage.outage_budget_s=7", "storage.read_timeout_s=11"]
+    )
+    store = ObjectStore()
+    try:
+        start_step("pretrain", config, config.pretrain.optimizer, 512, str(tmp_path), None,
+                   store, print_fn=lambda *_: None)  # fmt: skip
+    finally:
+        shutdown_distributed()
+    budget = store.settings.retry_budget
+    assert (budget.outage_budget_s, budget.read_timeout_s) == (7, 11)
+    assert budget.first_contact_budget_s == config.storage.first_contact_budget_s

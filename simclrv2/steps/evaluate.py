@@ -201,6 +201,7 @@ def evaluate(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     store = store or ObjectStore()
+    store.use_retry_budget(config.storage)  # the run config's outage budget
     manifest = load_manifest(config.data.dataset, store)
     class_names = list(manifest.class_names)
     test = manifest.split(SPLIT)

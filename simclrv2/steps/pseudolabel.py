@@ -437,6 +437,7 @@ def pseudolabel(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     context = init_distributed(config.runtime.device)
     store = store or ObjectStore()
+    store.use_retry_budget(config.storage)  # the run config's outage budget
     say = print_fn if context.is_main else (lambda *_: None)
     store.check_bucket(output)
     images = load_manifest(config.data.dataset, store)

@@ -47,6 +47,7 @@ def start_step(
     check_batch_divides(settings.batch_size, expected_world_size(), where)
     context = init_distributed(config.runtime.device)
     store = store or ObjectStore()
+    store.use_retry_budget(config.storage)  # the run config's outage budget
     say = print_fn if context.is_main else (lambda *_: None)
     budget = plan_budget(name, samples, settings, context.world_size, section)
     batch = per_rank_batch(budget.batch_size, context)
