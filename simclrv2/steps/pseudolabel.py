@@ -20,44 +20,40 @@ of the call that finds them all (the last part; or the only call) writes
 mirror the image shards (two parts that finish together may both write it: the same
 content). Publishing an identical set again is a no-op; a different set is never written
 over. Precision (bf16) is not part of the fingerprint: it changes the logits only by rounding.
+
+The parts live in simclrv2/pseudolabels/ (teacher, shard_images, sidecar_writer,
+done_records, fingerprint); this module decides which shards a call labels, labels them with
+progress, and publishes.
 """
 
 import dataclasses
-import hashlib
-import json
 import math
-from collections import deque
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import webdataset as wds
 
 from simclrv2.config.loading import dump_config
-from simclrv2.config.run_config import DataSettings, RunConfig
+from simclrv2.config.run_config import RunConfig
 from simclrv2.data.augmentations import eval_transform
 from simclrv2.distributed.context import init_distributed
-from simclrv2.models.simclr_model import Classifier
-from simclrv2.performance import autocast, prepare_images, prepare_model
-from simclrv2.shards.loader import READ_MODES, SampleDecoder, ShardStreams
-from simclrv2.shards.manifest import MANIFEST_NAME, DatasetManifest, ShardInfo, SplitInfo
-from simclrv2.shards.paired_loader import LOGITS, SKIPPED, SPLIT, encode_logits, tar_samples
+from simclrv2.performance import prepare_model
+from simclrv2.pseudolabels.done_records import DONE_FOLDER, read_records, write_record
+from simclrv2.pseudolabels.fingerprint import pseudolabel_fingerprint
+from simclrv2.pseudolabels.shard_images import ShardImages
+from simclrv2.pseudolabels.sidecar_writer import SidecarWriter, sidecar_uri
+from simclrv2.pseudolabels.teacher import load_teacher, teacher_logits, weights_fingerprint
+from simclrv2.shards.loader import READ_MODES
+from simclrv2.shards.manifest import MANIFEST_NAME, DatasetManifest, SplitInfo
+from simclrv2.shards.paired_loader import SPLIT
 from simclrv2.shards.shard_dataset import DatasetExistsError, read_published
 from simclrv2.shards.verify import load_manifest
-from simclrv2.steps.model_artifact import load_model
 from simclrv2.steps.training_setup import bf16_enabled
 from simclrv2.storage.object_store import ObjectStore
-from simclrv2.storage.s3_client import S3Settings
 from simclrv2.storage.uri import basename, join_uri
 from simclrv2.training.metrics import TrainingMetrics
 from simclrv2.training.progress import Progress
-
-FORMAT = 1  # of the sidecars; part of the fingerprint
-DONE_FOLDER = "_done"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +62,6 @@ class PseudolabelResult:
     manifest_uri: str
     shards_labeled: int  # by this call (this rank)
     shards_already_done: int  # by an earlier, interrupted attempt
-
-
-def sidecar_uri(output: str, index: int) -> str:
-    return join_uri(output, f"pseudo-{index:05d}.tar")
-
-
-def _record_uri(output: str, index: int) -> str:
-    return join_uri(output, DONE_FOLDER, f"pseudo-{index:05d}.json")
 
 
 def images_manifest_uri(dataset: str) -> str:
@@ -85,224 +73,6 @@ def assigned_shards(count: int, part: int | None, num_parts: int, rank: int, wor
     shard when part is None), dealt out round-robin over the ranks."""
     indices = range(count) if part is None else range(part, count, num_parts)
     return list(indices)[rank::world]
-
-
-# The teacher -----------------------------------------------------------------------------
-
-
-def load_teacher(store: ObjectStore, uri: str, images: DatasetManifest, data: DataSettings):
-    """The teacher Classifier (CPU, eval mode), checked against the dataset."""
-    model, _ = load_model(store, uri)
-    if not isinstance(model, Classifier):
-        raise ValueError(
-            f"{uri} is a {type(model).__name__}, not a Classifier: pseudo-label with the "
-            "fine-tuned model (the finetune step's model.pt)"
-        )
-    classes = len(images.class_names)
-    if model.classifier.out_features != classes:
-        raise ValueError(
-            f"the teacher {uri} predicts {model.classifier.out_features} classes but the "
-            f"dataset has {classes}: was it fine-tuned on this dataset?"
-        )
-    channels = model.encoder.config.in_channels
-    if data.image_mode is not None and channels != data.channels:
-        raise ValueError(
-            f"the teacher {uri} takes {channels}-channel images but data.image_mode is "
-            f"{data.image_mode!r} ({data.channels} channels)"
-        )
-    return model
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of the architecture and every weight and buffer (names, dtypes, shapes, bytes)."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(dataclasses.asdict(model.encoder.config), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def pseudolabel_fingerprint(images: DatasetManifest, teacher: str, data: DataSettings) -> str:
-    """Same images, same teacher weights, same preprocessing = same pseudo-labels."""
-    inputs = {
-        "format": FORMAT,
-        "images": images.fingerprint,
-        "teacher": teacher,
-        "image_size": data.image_size,
-        "image_mode": data.image_mode,
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-
-
-def teacher_logits(teacher, images: torch.Tensor, device, channels_last: bool, bf16: bool):
-    """float32 numpy logits (N, num_classes) of a batch of eval-transformed images."""
-    with torch.inference_mode(), autocast(device, bf16):
-        logits = teacher(prepare_images(images, device, channels_last))
-    return logits.float().cpu().numpy()
-
-
-# Reading image shards in order -----------------------------------------------------------
-
-
-def decode_in_order(samples: Iterator[dict], decoder: SampleDecoder) -> Iterator[tuple]:
-    """(key, image) for every sample in stored order; image is None where `decoder` (a
-    SampleDecoder with keys) skipped the sample as undecodable (it counts, logs and limits
-    those). The keys handed to the decoder are remembered until it yields or skips them."""
-    pending = deque()
-
-    def remembered():
-        for sample in samples:
-            pending.append(sample["__key__"])
-            yield sample
-
-    for image, _, key in decoder(remembered()):
-        while pending[0] != key:  # skipped by the decoder
-            yield pending.popleft(), None
-        pending.popleft()
-        yield key, image
-    while pending:
-        yield pending.popleft(), None
-
-
-class ShardChunk(NamedTuple):
-    """Up to batch_size consecutive samples of one image shard."""
-
-    shard: int  # index of the image shard
-    keys: list[str]
-    images: torch.Tensor | None  # the decodable ones, stacked; None if there are none
-    decoded: list[bool]  # per key: whether its image is in `images`
-    last: bool  # the shard's final chunk
-
-
-class ShardImages(torch.utils.data.IterableDataset):
-    """Chunks of whole image shards in stored order (no shuffle, no resampling). Each
-    DataLoader worker takes whole shards, so every shard's chunks arrive in order."""
-
-    def __init__(
-        self,
-        shards: list[tuple[int, ShardInfo]],
-        transform: Callable,
-        read_mode: str | None,
-        max_corrupt_fraction: float,
-        batch_size: int,
-        s3_settings: S3Settings | None,
-    ):
-        self.shards = shards
-        self.transform = transform
-        self.read_mode = read_mode
-        self.max_corrupt_fraction = max_corrupt_fraction
-        self.batch_size = batch_size
-        self.streams = ShardStreams(s3_settings)  # one store per process
-
-    def __iter__(self) -> Iterator[ShardChunk]:
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        decoder = SampleDecoder(
-            self.transform, False, self.read_mode, self.max_corrupt_fraction, with_keys=True
-        )
-        for index, shard in self.shards[worker::workers]:
-            yield from self._chunks(index, shard, decoder)
-
-    def _chunks(self, index: int, shard: ShardInfo, decoder) -> Iterator[ShardChunk]:
-        stream = self.streams.store().open_read(shard.uri)
-        try:
-            keys, images, count = [], [], 0
-            for key, image in decode_in_order(tar_samples(stream, shard.uri), decoder):
-                if len(keys) == self.batch_size:  # full, and more follow: not the last
-                    yield self._chunk(index, keys, images, last=False)
-                    keys, images = [], []
-                keys.append(key)
-                images.append(image)
-                count += 1
-        finally:
-            stream.close()
-        if count != shard.samples:
-            raise ValueError(
-                f"image shard {shard.uri} holds {count} samples but the manifest says "
-                f"{shard.samples}: the dataset was modified after publishing; re-shard it"
-            )
-        yield self._chunk(index, keys, images, last=True)
-
-    @staticmethod
-    def _chunk(index: int, keys: list, images: list, last: bool) -> ShardChunk:
-        decodable = [image for image in images if image is not None]
-        return ShardChunk(
-            shard=index,
-            keys=keys,
-            images=torch.stack(decodable) if decodable else None,
-            decoded=[image is not None for image in images],
-            last=last,
-        )
-
-
-# Writing sidecars ------------------------------------------------------------------------
-
-
-class SidecarWriter:
-    """One sidecar shard, streamed to its URI and published only when closed (multipart
-    upload on S3, temp file + rename locally); a fixed tar mtime makes the same logits give
-    the same bytes."""
-
-    def __init__(self, store: ObjectStore, uri: str):
-        self.uri = uri
-        self.samples = 0
-        self._stream = store.open_write(uri)
-        self._tar = wds.TarWriter(self._stream, encoder=False, mtime=0)
-
-    def write(self, key: str, logits: np.ndarray | None) -> None:
-        """logits: float32 (num_classes,), or None for an image that could not be decoded."""
-        if logits is None:
-            member = {SKIPPED: b"the image could not be decoded\n"}
-        else:
-            member = {LOGITS: encode_logits(logits)}
-        self._tar.write({"__key__": key, **member})
-        self.samples += 1
-
-    def write_chunk(self, chunk: ShardChunk, logits: np.ndarray | None) -> None:
-        """The chunk's samples in order; logits holds one row per decoded image."""
-        rows = iter(() if logits is None else logits)
-        for key, decoded in zip(chunk.keys, chunk.decoded, strict=True):
-            self.write(key, next(rows) if decoded else None)
-
-    def close(self) -> ShardInfo:
-        self._tar.close()
-        self._stream.close()
-        return ShardInfo(
-            self.uri, self.samples, self._stream.bytes_written, self._stream.sha256_hex()
-        )
-
-    def abort(self) -> None:
-        """Drop the sidecar: it never appears."""
-        self._stream.abort()
-
-
-def _write_record(store: ObjectStore, output: str, index: int, info: ShardInfo, fingerprint):
-    record = {"fingerprint": fingerprint, "sidecar": dataclasses.asdict(info)}
-    store.write_bytes(_record_uri(output, index), json.dumps(record, indent=1).encode())
-
-
-def _read_record(store: ObjectStore, output: str, index: int, fingerprint: str):
-    """The ShardInfo of a sidecar done with these inputs, else None."""
-    uri = _record_uri(output, index)
-    if not store.exists(uri):
-        return None
-    record = json.loads(store.read_bytes(uri))
-    return ShardInfo(**record["sidecar"]) if record["fingerprint"] == fingerprint else None
-
-
-def _read_records(store: ObjectStore, output: str, indices: list[int], fingerprint: str):
-    """_read_record for many shards, 16 lookups at a time."""
-    if not indices:
-        return []
-    first = [_read_record(store, output, indices[0], fingerprint)]  # creates the S3 client
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        rest = pool.map(lambda i: _read_record(store, output, i, fingerprint), indices[1:])
-        return first + list(rest)
-
-
-# The step --------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,7 +122,7 @@ def _label_shards(run: _Run, todo: list[int], batch_size: int, world_size: int, 
             writers[chunk.shard].write_chunk(chunk, logits)
             if chunk.last:
                 info = writers.pop(chunk.shard).close()
-                _write_record(run.store, run.output, chunk.shard, info, run.fingerprint)
+                write_record(run.store, run.output, chunk.shard, info, run.fingerprint)
             # Ranks label alike: this rank's images times the ranks estimates the whole job.
             images = len(chunk.keys) * world_size
             progress.update(step, images)
@@ -367,7 +137,7 @@ def _label_shards(run: _Run, todo: list[int], batch_size: int, world_size: int, 
 def _publish(run: _Run, teacher_uri: str, teacher_fingerprint: str, say):
     """Write the manifest if every sidecar is done and intact; None while some are missing."""
     image_shards = run.images.split(SPLIT).shards
-    infos = _read_records(run.store, run.output, list(range(len(image_shards))), run.fingerprint)
+    infos = read_records(run.store, run.output, list(range(len(image_shards))), run.fingerprint)
     missing = [index for index, info in enumerate(infos) if info is None]
     if missing:
         say(
@@ -461,7 +231,7 @@ def pseudolabel(
     run = _Run(config, store, output, images, teacher, fingerprint, context.device, bf16)
     shards = images.split(SPLIT).shards
     mine = assigned_shards(len(shards), part, num_parts, context.rank, context.world_size)
-    done = _read_records(store, output, mine, fingerprint)
+    done = read_records(store, output, mine, fingerprint)
     todo = [index for index, info in zip(mine, done, strict=True) if info is None]
     say(
         f"[pseudolabel] teacher {teacher_uri}, {images.split(SPLIT).samples} images in "
