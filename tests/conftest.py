@@ -31,6 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "faults: kills real step processes (SIGKILL) and checks that they resume"
     )
+    config.addinivalue_line("markers", "load: load trials (many workers, shards and images)")
 
 
 @pytest.fixture(scope="session")
