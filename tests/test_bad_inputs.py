@@ -707,8 +707,8 @@ ROWS: list[Row] = [
         "shardd --source x",
         2,
         "simclrv2: error: argument COMMAND: invalid choice: 'shardd' (choose from 'quickstart', "
-        "'params', 'shard', 'verify', 'pretrain', 'finetune', 'pseudolabel', 'distill', "
-        "'evaluate', 'pipeline')",
+        "'params', 'shard', 'verify', 'import-tf', 'pretrain', 'finetune', 'pseudolabel', "
+        "'distill', 'evaluate', 'pipeline')",
     ),
 ]
 

@@ -32,10 +32,21 @@ def test_released_profile_compiles_both_branches_and_others_do_not_change(tmp_pa
     assert set(conditions) == {"pretrain-from-scratch", "start-from-pretrained-model"}
     names = json.dumps(spec)
     assert '"name": "import-pretrained"' in names and '"name": "pretrain"' in names
-    # A profile without the parameter keeps today's pipeline (byte identity: compared with
-    # the previous commit's output when this was written; here: no trace of the switch).
-    tiny = compile_profile(Path("pipelines/profiles/tiny.yaml"), tmp_path / "t.yaml").read_text()
-    assert "pretrained_model" not in tiny and "import-pretrained" not in tiny
+    # The released profile's retrain gate counts the model it starts from in its training key.
+    gate = spec["root"]["dag"]["tasks"]["retrain-gate"]["inputs"]["parameters"]
+    assert gate["pretrained_model"] == {"componentInputParameter": "pretrained_model"}
+    # A profile without the parameter keeps today's pipeline: no such parameter, no import
+    # step, no branch, and its retrain gate gets no model (its optional input stays unset).
+    tiny_text = compile_profile(Path("pipelines/profiles/tiny.yaml"), tmp_path / "t.yaml")
+    tiny = next(yaml.safe_load_all(tiny_text.read_text()))
+    assert "pretrained_model" not in tiny["root"]["inputDefinitions"]["parameters"]
+    assert (
+        "pretrained_model"
+        not in tiny["root"]["dag"]["tasks"]["retrain-gate"]["inputs"]["parameters"]
+    )
+    assert "import-pretrained" not in json.dumps(
+        tiny
+    ) and "pretrain-from-scratch" not in json.dumps(tiny)
 
 
 @pytest.mark.slow
