@@ -37,6 +37,10 @@ CONFIG = [
     "promotion.max_below_teacher=1.0", "promotion.min_above_supervised=-1.0",
     "promotion.min_above_chance=-1.0",
     "runtime.checkpoint_every_steps=2", "runtime.inject_failure_at_step=2",
+    # The tiny profile's step floors (400 / 500 / 200) size real runs; 6 steps are enough to
+    # fail after the step-2 checkpoint and resume, and they cut this test from minutes.
+    "pretrain.optimizer.min_steps=6", "finetune.optimizer.min_steps=6",
+    "distill.optimizer.min_steps=6",
 ]  # fmt: skip
 
 
