@@ -81,6 +81,11 @@ def _read_epochs(rank, world_size, dataset_uri, settings, workers, epochs, s3_po
         after_epoch.append(sample_process_tree(os.getpid(), threading.active_count(), s3_port))
     del loader  # shuts the persistent workers down
     gc.collect()
+    # A queue's feeder thread ends on its own shortly after shutdown (CI once sampled it still
+    # alive): a leaked thread stays, so allow a few seconds for the count to come back.
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before.python_threads and time.monotonic() < deadline:
+        time.sleep(0.1)
     after = sample_process_tree(os.getpid(), threading.active_count(), s3_port)
     return {"keys": keys, "before": before, "after_epoch": after_epoch, "after": after,
             "seconds": seconds}  # fmt: skip
