@@ -9,12 +9,16 @@ epochs) and each seed, it measures on the dataset's test split:
   weight decay chosen on a held-out fifth of the labeled images (never the test split), then
   retrained on all of them;
 - SimCLRv2 linear evaluation and weighted kNN of the frozen pretrained encoder;
-- the fine-tuned teacher and the distilled student (the pipeline's steps);
+- the fine-tuned teacher and the distilled student (the pipeline's steps), the student
+  distilled both ways: from the teacher's stored logits of the centre crop (`distill.teacher:
+  stored`) and from the teacher run on the student's own augmented view (`online`, the
+  paper's Eq. 2);
 - supervised (tuned recipe) on 100 % of the labels: the ceiling.
 
-Every result is appended to OUTPUT/results.json as soon as it exists and every step resumes
-from its checkpoints, so an interrupted run continues where it stopped (rerun the same
-command). The table (mean and spread over the seeds) is printed at the end, with the goal:
+Every result is appended to OUTPUT/results.json as soon as it exists, with the commit and
+the machine it was measured on, and every step resumes from its checkpoints, so an
+interrupted run continues where it stopped (rerun the same command). The table (mean and
+spread over the seeds) is printed at the end, with the goal:
 the student with 1 % of the labels at least the tuned supervised baseline with 10 %, and the
 student at least its teacher.
 
@@ -29,6 +33,7 @@ import dataclasses
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script without installing the package
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from simclrv2.config.loading import load_config  # noqa: E402
 from simclrv2.config.run_config import RunConfig  # noqa: E402
 from simclrv2.data.device_augmentations import EvalView, FinetuneView, to_device_batch  # noqa: E402
@@ -68,12 +74,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", default=str(REPO_ROOT / "configs" / "quickstart.yaml"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--supervised-steps", type=int, default=1500,
-                        help="optimizer steps of each supervised training (batch 128)")  # fmt: skip
+                        help="optimizer steps of the supervised training (batch 128)")  # fmt: skip
+    parser.add_argument("--grid-steps", type=int, default=None,
+                        help="steps of each grid trial (default: --supervised-steps)")  # fmt: skip
+    parser.add_argument("--learning-rates", nargs="+", type=float, default=list(LEARNING_RATES),
+                        help="the supervised grid's peak rates per 256 images")  # fmt: skip
+    parser.add_argument("--weight-decays", nargs="+", type=float, default=list(WEIGHT_DECAYS),
+                        help="the supervised grid's weight decays")  # fmt: skip
     parser.add_argument("--sample-limit", type=int, default=None,
                         help="only the first N images of each split (quick checks)")  # fmt: skip
     parser.add_argument("--no-ceiling", action="store_true", help="skip supervised on 100 %%")
+    parser.add_argument("--distill-teachers", nargs="+", default=["stored", "online"],
+                        choices=["stored", "online"],
+                        help="distill the student from these (the first: 'student')")  # fmt: skip
     parser.add_argument("--output", default="runs/label-efficiency")
     return parser.parse_args(argv)
+
+
+def measured_on() -> dict:
+    """The commit (with a + when the tree has changes) and the machine of a result."""
+
+    def git(*arguments):
+        return subprocess.run(["git", *arguments], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=False).stdout.strip()  # fmt: skip
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+"
+    threads = torch.get_num_threads()
+    machine = f"{cpu_model()}, {threads} threads, torch {torch.__version__}"
+    return {"commit": commit, "machine": machine}
 
 
 class Results:
@@ -82,12 +112,14 @@ class Results:
     def __init__(self, path: Path):
         self.path = path
         self.values = json.loads(path.read_text()) if path.exists() else {}
+        self.origin = measured_on()
 
     def get_or_run(self, key: str, run, *arguments) -> dict:
         if key not in self.values:
             started = time.perf_counter()
             found = run(*arguments)
-            self.values[key] = found | {"seconds": round(time.perf_counter() - started, 1)}
+            seconds = round(time.perf_counter() - started, 1)
+            self.values[key] = found | {"seconds": seconds} | self.origin
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.values, indent=1))
             print(f"[label-efficiency] {key}: {self.values[key]}", flush=True)
@@ -126,7 +158,8 @@ def train_supervised(images, labels, config: RunConfig, classes: int, lr: float,
                                 weight_decay=decay)  # fmt: skip
     scheduler = warmup_cosine_scheduler(optimizer, peak, max(1, steps // 20), steps)
     view = FinetuneView(config.data.image_size)
-    for _ in range(steps):
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
         index = torch.randint(0, len(images), (batch,))
         views = view(to_device_batch(images[index], torch.device("cpu")))
         loss = F.cross_entropy(model(views), labels[index])
@@ -134,6 +167,11 @@ def train_supervised(images, labels, config: RunConfig, classes: int, lr: float,
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if step % 250 == 0 or step == steps:
+            elapsed = time.perf_counter() - started
+            print(f"[supervised lr {lr:g} wd {decay:g}] step {step}/{steps} | "
+                  f"loss {loss.item():.3f} | {step * batch / elapsed:.0f} img/s | "
+                  f"ETA {elapsed / step * (steps - step):.0f} s", flush=True)  # fmt: skip
     return model.eval()
 
 
@@ -147,40 +185,55 @@ def accuracy(model, images, labels, config: RunConfig) -> float:
     return correct / len(images)
 
 
-def tuned_supervised(dataset: str, config: RunConfig, steps: int, seed: int) -> dict:
-    """Grid on a held-out fifth of the labeled images, then all of them; test accuracy."""
+def tuned_supervised(dataset: str, config: RunConfig, steps: int, seed: int, grid) -> dict:
+    """Grid (learning rates, weight decays, steps per trial) on a held-out fifth of the
+    labeled images, then `steps` on all of them; test accuracy."""
+    learning_rates, weight_decays, grid_steps = grid
     images, labels = load_split(dataset, "labeled", config)
     test_images, test_labels = load_split(dataset, "test", config)
     classes = int(max(labels.max(), test_labels.max())) + 1
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     held, kept = order[: len(order) // 5], order[len(order) // 5 :]
     scores = {}
-    for lr in LEARNING_RATES:
-        for decay in WEIGHT_DECAYS:
+    for lr in learning_rates:
+        for decay in weight_decays:
             model = train_supervised(images[kept], labels[kept], config, classes, lr, decay,
-                                     steps, seed)  # fmt: skip
+                                     grid_steps, seed)  # fmt: skip
             scores[(lr, decay)] = accuracy(model, images[held], labels[held], config)
     lr, decay = max(scores, key=scores.get)
     model = train_supervised(images, labels, config, classes, lr, decay, steps, seed)
     return {"top1": accuracy(model, test_images, test_labels, config), "lr": lr,
             "weight_decay": decay, "validation_top1": scores[(lr, decay)],
-            "labeled_images": len(images)}  # fmt: skip
+            "grid": {f"{lr:g}/{decay:g}": value for (lr, decay), value in scores.items()},
+            "grid_steps": grid_steps, "steps": steps, "labeled_images": len(images)}  # fmt: skip
 
 
-def simclr(dataset: str, pretrained: str, config: RunConfig, folder: Path) -> dict:
-    """Fine-tune, pseudolabel, distill and evaluate from a pretrained model."""
+def progress_only(line: str) -> None:
+    """The steps' budget, throughput and ETA lines; not their every record."""
+    if "budget" in line or (" step " in line and "ETA" in line):
+        print(line, flush=True)
+
+
+def simclr(dataset: str, pretrained: str, config: RunConfig, folder: Path,
+           teachers: list[str]) -> dict:  # fmt: skip
+    """Fine-tune, pseudolabel, distill (once per teacher mode) and evaluate from a
+    pretrained model. The first mode's student is "student", every mode's is "student_<mode>"."""
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, dataset=dataset))
-    quiet = lambda *_: None  # noqa: E731
-    teacher = finetune(config, str(folder / "finetune"), pretrained, print_fn=quiet)
-    pseudolabel(config, teacher.model_uri, str(folder / "pseudolabels"), print_fn=quiet)
-    student = distill(config, str(folder / "distill"), teacher.model_uri,
-                      str(folder / "pseudolabels"), print_fn=quiet)  # fmt: skip
-    models = {"teacher": teacher.model_uri, "student": student.model_uri}
-    metrics = evaluate(config, models, str(folder / "evaluate"), print_fn=quiet,
+    say = progress_only
+    teacher = finetune(config, str(folder / "finetune"), pretrained, print_fn=say)
+    pseudolabel(config, teacher.model_uri, str(folder / "pseudolabels"), print_fn=say)
+    models = {"teacher": teacher.model_uri}
+    for mode in teachers:
+        modes = dataclasses.replace(config.distill, teacher=mode)
+        settings = dataclasses.replace(config, distill=modes)
+        student = distill(settings, str(folder / f"distill-{mode}"), teacher.model_uri,
+                          str(folder / "pseudolabels"), print_fn=say)  # fmt: skip
+        models[f"student_{mode}"] = student.model_uri
+    metrics = evaluate(config, models, str(folder / "evaluate"), print_fn=say,
                        pretrained=pretrained)  # fmt: skip
     found = metrics["representation"]
-    return {"teacher": metrics["models"]["teacher"]["top1"],
-            "student": metrics["models"]["student"]["top1"],
+    top1 = {name: metrics["models"][name]["top1"] for name in models}
+    return {**top1, "student": top1[f"student_{teachers[0]}"],
             "linear": found["linear_top1"], "knn": found["knn_top1"]}  # fmt: skip
 
 
@@ -194,13 +247,14 @@ def main(argv=None) -> int:
             config = dataclasses.replace(base, runtime=dataclasses.replace(base.runtime, seed=seed))
             data = {f: shard(source, f, seed, root, args.sample_limit) for f in args.fractions}
             steps = args.supervised_steps
+            grid = (args.learning_rates, args.weight_decays, args.grid_steps or steps)
             for fraction, dataset in data.items():
-                results.get_or_run(f"{source}/{fraction:g}/s{seed}/supervised",
-                                   tuned_supervised, dataset, config, steps, seed)  # fmt: skip
+                key = f"{source}/{fraction:g}/s{seed}/supervised"
+                results.get_or_run(key, tuned_supervised, dataset, config, steps, seed, grid)
             if not args.no_ceiling:
                 full = shard(source, 1.0, seed, root, args.sample_limit)
                 results.get_or_run(f"{source}/1/s{seed}/supervised",
-                                   tuned_supervised, full, config, steps, seed)  # fmt: skip
+                                   tuned_supervised, full, config, steps, seed, grid)  # fmt: skip
             for epochs in args.pretrain_epochs:
                 folder = root / source / f"s{seed}" / f"e{epochs}"
                 first = data[args.fractions[0]]  # the unlabeled split is the same for all
@@ -211,11 +265,12 @@ def main(argv=None) -> int:
                 )  # fmt: skip
                 model = str(folder / "pretrain" / "model.pt")
                 if not Path(model).exists():
-                    pretrain(pretrain_config, str(folder / "pretrain"))
+                    pretrain(pretrain_config, str(folder / "pretrain"), print_fn=progress_only)
                 for fraction, dataset in data.items():
-                    results.get_or_run(f"{source}/{fraction:g}/s{seed}/simclr-e{epochs}",
-                                       simclr, dataset, model, config,
-                                       folder / f"f{fraction:g}")  # fmt: skip
+                    key = f"{source}/{fraction:g}/s{seed}/simclr-e{epochs}"
+                    cell = folder / f"f{fraction:g}"
+                    results.get_or_run(key, simclr, dataset, model, config, cell,
+                                       args.distill_teachers)  # fmt: skip
     print_table(results.values, args)
     return 0
 
@@ -231,22 +286,22 @@ def _cell(values: list[float]) -> str:
 def print_table(values: dict, args) -> None:
     def pick(source, fraction, kind, field="top1"):
         return [values[k][field] for k in values
-                if k.startswith(f"{source}/{fraction:g}/") and k.endswith(f"/{kind}")]  # fmt: skip
+                if k.startswith(f"{source}/{fraction:g}/") and k.endswith(f"/{kind}")
+                and field in values[k]]  # fmt: skip
 
     print("\nTest top-1 (%), mean ± std over seeds", ", ".join(map(str, args.seeds)))
     for source in args.datasets:
         print(f"\n{source}")
+        fields = ["linear", "knn", "teacher", *(f"student_{m}" for m in args.distill_teachers)]
         columns = ["supervised (tuned)"]
         for epochs in args.pretrain_epochs:
-            columns += [f"linear e{epochs}", f"kNN e{epochs}", f"teacher e{epochs}",
-                        f"student e{epochs}"]  # fmt: skip
+            columns += [f"{f.replace('student_', 'student ')} e{epochs}" for f in fields]
         print(f"  {'labels':<8}" + "".join(f"{c:>18}" for c in columns))
         for fraction in args.fractions:
             cells = [_cell(pick(source, fraction, "supervised"))]
             for epochs in args.pretrain_epochs:
                 kind = f"simclr-e{epochs}"
-                cells += [_cell(pick(source, fraction, kind, f))
-                          for f in ("linear", "knn", "teacher", "student")]  # fmt: skip
+                cells += [_cell(pick(source, fraction, kind, f)) for f in fields]
             print(f"  {fraction:<8g}" + "".join(f"{c:>18}" for c in cells))
         print(f"  {'1 (ceiling)':<8} {_cell(pick(source, 1.0, 'supervised')):>18}")
         low, high = min(args.fractions), max(args.fractions)

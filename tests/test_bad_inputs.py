@@ -43,6 +43,9 @@ TINY = {  # a run config that trains in seconds on two CPU cores
     "model": {"encoder": {"depth": 18, "width_multiplier": 0.125}},
     "pretrain": {"optimizer": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0.0}},
     "finetune": {"optimizer": {"epochs": 1, "batch_size": 4}},
+    "supervised": {
+        "optimizer": {"epochs": 1, "batch_size": 4, "warmup_epochs": 0.0, "min_steps": 0}
+    },
     "runtime": {"bf16": False, "channels_last": False, "device": "cpu"},
 }
 

@@ -25,6 +25,8 @@ TINY = {
         "color_jitter_strength": 0.5,
     },
     "finetune": {"optimizer": {"epochs": 2, "batch_size": 10}},
+    "supervised": {"optimizer": {"epochs": 2, "batch_size": 10, "warmup_epochs": 0.0,
+                                 "min_steps": 0}},
     "distill": {"optimizer": {"epochs": 1, "batch_size": 32, "base_learning_rate": 0.075,
                               "learning_rate_scaling": "sqrt", "warmup_epochs": 0.0}},
     "runtime": {"checkpoint_every_steps": 3, "log_every_steps": 2, "bf16": False},
@@ -73,6 +75,7 @@ def test_chain_on_s3_with_metrics_on_a_pushgateway(s3_server, s3_bucket, pushgat
             for sample in family.samples:
                 if sample.labels.get("run") == "chain-test":
                     steps[sample.labels["step"]] = sample.value
-    assert steps["pretrain"] == 4  # 128 images / 32
-    assert steps["finetune"] == 4 and steps["supervised"] == 4  # 20 labeled / 10, 2 epochs
-    assert steps["distill"] == 4
+    # The reference's step counts, N x epochs // batch + 1 (simclrv2/training/step_budget.py)
+    assert steps["pretrain"] == 5  # 128 images / 32 + 1
+    assert steps["finetune"] == 5 and steps["supervised"] == 5  # 20 labeled x 2 epochs / 10 + 1
+    assert steps["distill"] == 5

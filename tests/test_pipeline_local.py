@@ -21,6 +21,9 @@ CONFIG = [
     # few steps to exercise the pipeline.
     "pretrain.optimizer.min_steps=0", "finetune.optimizer.min_steps=0",
     "distill.optimizer.min_steps=0",
+    # The supervised baseline's own recipe, shrunk the same way.
+    "supervised.optimizer.epochs=1", "supervised.optimizer.batch_size=10",
+    "supervised.optimizer.warmup_epochs=0.0", "supervised.optimizer.min_steps=0",
     # Seconds of training make weak models; these tests are about the pipeline's mechanics,
     # so the promotion gate only compares with production (its rules: test_promotion_gate.py).
     "promotion.max_below_teacher=1.0", "promotion.min_above_supervised=-1.0",

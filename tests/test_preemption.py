@@ -63,6 +63,8 @@ SETTINGS = {
         "temperature": 0.5, "color_jitter_strength": 0.5,
     },
     "finetune": {"optimizer": {"epochs": 3, "batch_size": 4, "warmup_epochs": 0.0}},
+    "supervised": {"optimizer": {"epochs": 3, "batch_size": 4, "warmup_epochs": 0.0,
+                                 "min_steps": 0}},
     "distill": {"optimizer": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.0}},
     # Every checkpoint kept, so that whatever a killed run leaves has its twin in the reference.
     "runtime": {"checkpoint_every_steps": 2, "keep_checkpoints": 100, "log_every_steps": 2,

@@ -63,7 +63,8 @@ def _config_file(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_sigkilled_run_resumes_and_ends_with_the_same_weights(tiny_dataset, tmp_path):
     config = _config_file(tmp_path)
-    # 192 images / 32 = 6 steps per epoch, 12 steps; checkpoints at 4, 8, 12.
+    # 192 images / 32 = 6 steps per pass; 192 x 2 // 32 + 1 = 13 steps (the reference's
+    # count), the third pass cut short after one; checkpoints at 4, 8, 12, 13.
     straight = _run_cli(tiny_dataset, tmp_path / "straight", config)
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
 
@@ -87,7 +88,7 @@ def test_sigkilled_run_resumes_and_ends_with_the_same_weights(tiny_dataset, tmp_
     store = ObjectStore()
     expected, _ = load_model(store, str(tmp_path / "straight" / "model.pt"))
     got, metadata = load_model(store, str(killed_out / "model.pt"))
-    assert metadata["steps"] == 12
+    assert metadata["steps"] == 13
     for (name, a), (_, b) in zip(
         expected.state_dict().items(), got.state_dict().items(), strict=True
     ):
@@ -167,7 +168,9 @@ def test_knn_monitor_records_each_epoch_and_changes_no_weight(tiny_dataset, tmp_
         outputs[every] = output
     history = json.loads((outputs[1] / "history.json").read_text())
     knn = [(r["step"], r["knn_top1"]) for r in history if "knn_top1" in r]
-    assert [step for step, _ in knn] == [6, 12]  # 6 steps per epoch, 2 epochs
+    # After each whole pass (6 steps) and at the last step, which ends the short third pass:
+    # the final weights are measured too.
+    assert [step for step, _ in knn] == [6, 12, 13]
     assert all(0.0 <= value <= 1.0 for _, value in knn)
     assert not any("knn_top1" in r for r in json.loads((outputs[0] / "history.json").read_text()))
     store = ObjectStore()

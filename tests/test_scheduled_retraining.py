@@ -41,6 +41,8 @@ CONFIG = [
     # fail after the step-2 checkpoint and resume, and they cut this test from minutes.
     "pretrain.optimizer.min_steps=6", "finetune.optimizer.min_steps=6",
     "distill.optimizer.min_steps=6",
+    "supervised.optimizer.epochs=1", "supervised.optimizer.batch_size=10",
+    "supervised.optimizer.warmup_epochs=0.0", "supervised.optimizer.min_steps=6",
 ]  # fmt: skip
 
 

@@ -25,10 +25,14 @@ PARAMS = ["label_fraction=0.1", "pretrain_epochs=1", "pretrain_batch_size=128",
 # Epochs of 1 everywhere: the minimum steps decide the budgets (printed with the reason).
 CONFIG = ["data.num_workers=0", "pretrain.optimizer.min_steps=60",
           "finetune.optimizer.min_steps=300", "distill.optimizer.batch_size=128",
-          "distill.optimizer.min_steps=300"]  # fmt: skip
+          "distill.optimizer.min_steps=300", "supervised.optimizer.epochs=1",
+          "supervised.optimizer.warmup_epochs=0.05",
+          "supervised.optimizer.min_steps=300"]  # fmt: skip
 BROKEN = ["data.num_workers=0", "pretrain.optimizer.min_steps=0",
           "finetune.optimizer.min_steps=30", "distill.optimizer.min_steps=0",
-          "distill.optimizer.base_learning_rate=1.0e-12"]  # fmt: skip
+          "distill.optimizer.base_learning_rate=1.0e-12", "supervised.optimizer.epochs=1",
+          "supervised.optimizer.warmup_epochs=0.05",
+          "supervised.optimizer.min_steps=30"]  # fmt: skip
 
 
 def _run(source, out, settings, capsys) -> tuple[str, dict, dict, str]:
@@ -77,9 +81,10 @@ def test_users_image_folder_promotes_a_good_student_and_never_a_broken_one(tmp_p
 
     # 2. A normal run: budgets sized to 2,000 images, a student near its teacher, promoted.
     printed, metrics, decision, report = _run(source, out, CONFIG, capsys)
-    assert "[pretrain]   2,000 images: 1 epoch(s) = 15 steps < minimum 60" in printed
-    assert "[distill] budget: 2,000 images, global batch 128, 15 steps/epoch x 20 epochs" in printed
-    assert "[finetune]   200 images: 1 epoch(s) = 3 steps < minimum 300" in printed
+    assert "[pretrain]   2,000 images: 1 epoch(s) = 16 steps < minimum 60" in printed
+    budget = "[distill] budget: 2,000 images, global batch 128, 300 steps (20 passes of 15 steps)"
+    assert budget in printed
+    assert "[finetune]   200 images: 1 epoch(s) = 4 steps < minimum 300" in printed
     models = {name: m["top1"] for name, m in metrics["models"].items()}
     assert models["student"] >= models["teacher"] - 0.05, models
     assert models["student"] > models["supervised"], models

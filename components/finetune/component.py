@@ -18,7 +18,8 @@ def finetune(
     model: Output[Model],
 ):
     """from_scratch: ignore `pretrained` and train the supervised baseline on the same
-    labels. Writes to {work_root}/{run_id}/finetune (or /supervised)."""
+    labels, with the run config's `supervised` recipe (`epochs` is fine-tuning's). Writes to
+    {work_root}/{run_id}/finetune (or /supervised)."""
     from simclrv2.pipeline_support.artifact_pointer import read_pointer, write_pointer
     from simclrv2.pipeline_support.gpu_launch import run_step
     from simclrv2.pipeline_support.step_config import step_config

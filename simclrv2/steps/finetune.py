@@ -2,9 +2,9 @@
 
 From a pretrain model artifact: encoder + projection head[:k] + a zero-initialised linear
 classifier, the whole network trained (the paper fine-tunes from k = 1). With
-`finetune.from_scratch` the same network starts from random weights (k = 0): the supervised
-baseline on the same labels that every user compares against. The output (model.pt) is the
-teacher for pseudo-labelling.
+`finetune.from_scratch` the same network starts from random weights (k = 0) and trains with
+the `supervised` section's from-scratch recipe: the supervised baseline on the same labels
+that every user compares against. The output (model.pt) is the teacher for pseudo-labelling.
 """
 
 from dataclasses import dataclass
@@ -88,17 +88,19 @@ def finetune(
     """Fine-tune (or, with finetune.from_scratch, train the supervised baseline)."""
     store = store or ObjectStore()
     manifest = load_manifest(config.data.dataset, store)
-    settings = config.finetune.optimizer
     labeled = manifest.split("labeled")
-    name = "supervised" if config.finetune.from_scratch else "finetune"
+    scratch = config.finetune.from_scratch
+    name = "supervised" if scratch else "finetune"
+    settings = config.supervised.optimizer if scratch else config.finetune.optimizer
+    algorithm = config.supervised.algorithm if scratch else "lars"
     num_classes = len(manifest.class_names)
     # Before the step starts: a wrong --pretrained fails without a process group or output.
     classifier = build_classifier(config, num_classes, pretrained_uri, store)
     step = start_step(name, config, settings, labeled.samples, output, checkpoint_dir, store,
-                      print_fn, section="finetune")  # fmt: skip
+                      print_fn, section=name)  # fmt: skip
     model = place_model(classifier, step.context, config.runtime)
     optimizer, scheduler, total = make_optimizer(
-        model, settings, step.budget, classifier_prefixes=("classifier",)
+        model, settings, step.budget, classifier_prefixes=("classifier",), algorithm=algorithm
     )
     last_step = min(total, max_steps) if max_steps else total
     data = finetune_data(config.data.pipeline, step.context.device, config.data.image_size)
@@ -127,7 +129,7 @@ def finetune(
     result = run_training_loop(
         name, config, step.context, model, optimizer, scheduler, step.checkpoints, step.metrics,
         step.budget.epochs, step.budget.steps_per_epoch, last_step, make_loader, loss_fn, step.say,
-        check_health=lambda history: classifier_warnings(history, num_classes, "finetune"),
+        check_health=lambda history: classifier_warnings(history, num_classes, name),
     )  # fmt: skip
     model_uri = join_uri(output, "model.pt")
     if step.context.is_main:

@@ -69,7 +69,8 @@ def run_training_loop(
     extra_state=None,
     check_health: Callable[[list[dict]], list[str]] | None = None,
 ) -> LoopResult:
-    """Train until `last_step` (global steps; epochs x steps_per_epoch for a full run).
+    """Train until `last_step` (global steps; the budget's total for a full run), in passes of
+    steps_per_epoch batches; the last pass is cut short where the steps end.
 
     make_loader(epoch, check): a re-iterable loader whose k-th pass is epoch + k (called once).
 
@@ -144,7 +145,9 @@ def run_training_loop(
                 pending.add(record, images * context.world_size)
                 done = step >= last_step
                 due_checkpoint = step % config.runtime.checkpoint_every_steps == 0
-                epoch_ends = index == steps_per_epoch
+                # The run's last step ends its (possibly partial) last pass too, so the
+                # after-epoch measurements see the final weights.
+                epoch_ends = index == steps_per_epoch or done
                 if done or due_checkpoint or epoch_ends or step % progress.every == 0:
                     report(pending.read())
                 if epoch_ends and after_epoch is not None:  # before the checkpoint saves it

@@ -64,15 +64,30 @@ def place_model(
 
 
 def make_optimizer(
-    model: nn.Module, settings: OptimizerSettings, budget: StepBudget, classifier_prefixes=()
-) -> tuple[LARS, torch.optim.lr_scheduler.LRScheduler, int]:
-    """LARS with the reference groups, warmup + cosine over the budget; returns total steps.
-    The peak rate scales with the budget's (possibly capped) batch."""
+    model: nn.Module,
+    settings: OptimizerSettings,
+    budget: StepBudget,
+    classifier_prefixes=(),
+    algorithm: str = "lars",
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
+    """The optimizer and its warmup + cosine schedule over the budget; returns total steps.
+    lars: LARS with the reference's parameter groups (pretrain, fine-tune, distill).
+    sgd: SGD with Nesterov momentum, weight decay on every parameter (training from scratch,
+    the supervised baseline). The peak rate scales with the budget's (possibly capped) batch."""
     module = getattr(model, "module", model)
-    groups = lars_param_groups(module, settings.weight_decay, classifier_prefixes)
     lr = scale_learning_rate(
         settings.base_learning_rate, budget.batch_size, settings.learning_rate_scaling
     )
-    optimizer = LARS(groups, lr=lr, momentum=settings.momentum, eeta=settings.trust_coefficient)
+    if algorithm == "sgd":
+        optimizer = torch.optim.SGD(
+            module.parameters(), lr=lr, momentum=settings.momentum, nesterov=True,
+            weight_decay=settings.weight_decay,
+        )  # fmt: skip
+    elif algorithm == "lars":
+        groups = lars_param_groups(module, settings.weight_decay, classifier_prefixes)
+        optimizer = LARS(groups, lr=lr, momentum=settings.momentum,
+                         eeta=settings.trust_coefficient)  # fmt: skip
+    else:
+        raise ValueError(f"unknown optimizer algorithm {algorithm!r}: lars or sgd")
     scheduler = warmup_cosine_scheduler(optimizer, lr, budget.warmup_steps, budget.total_steps)
     return optimizer, scheduler, budget.total_steps

@@ -7,25 +7,30 @@ therefore its epochs, raised to reach `optimizer.min_steps`, with its batch capp
 of its split; warmup is `optimizer.warmup_steps` when set, else `warmup_epochs` of the
 (effective) epochs. Every change from the configured values comes with its reason, which the
 step prints before its first batch.
+
+Step counts follow the reference's formulas (tf2/model_util.py, get_train_steps and the
+warmup of WarmUpAndCosineDecay): N x epochs // B + 1 steps in all and warmup_epochs x N // B
+warmup steps, N counting every image (the reference's stream runs on across epoch
+boundaries). Our loader makes fixed-length passes of N // B whole batches (so every process
+gets the same count), so the run is as many passes as those steps need, the last one cut
+short where the steps end.
 """
 
 import math
 from dataclasses import dataclass
 
 from simclrv2.config.run_config import OptimizerSettings
+from simclrv2.optim.lr_schedule import total_steps_for, warmup_steps_for
 
 
 @dataclass(frozen=True)
 class StepBudget:
     batch_size: int  # global, after capping
-    steps_per_epoch: int
-    epochs: int  # after raising to min_steps
+    steps_per_epoch: int  # whole batches in one pass over the data
+    epochs: int  # passes over the data the steps need (the last may be cut short)
     warmup_steps: int
     reasons: tuple[str, ...]  # why a value differs from the configuration; empty if none
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+    total_steps: int
 
     @property
     def samples_per_epoch(self) -> int:
@@ -35,8 +40,8 @@ class StepBudget:
     def describe(self, name: str, samples: int) -> str:
         line = (
             f"[{name}] budget: {samples:,} images, global batch {self.batch_size}, "
-            f"{self.steps_per_epoch} steps/epoch x {self.epochs} epochs = "
-            f"{self.total_steps:,} steps, warmup {self.warmup_steps:,} steps"
+            f"{self.total_steps:,} steps ({self.epochs} passes of {self.steps_per_epoch} "
+            f"steps), warmup {self.warmup_steps:,} steps"
         )
         return "\n".join([line, *(f"[{name}]   {reason}" for reason in self.reasons)])
 
@@ -62,20 +67,22 @@ def plan_budget(
             f"batch {batch} (the learning rate scales with it)"
         )
     steps_per_epoch = samples // batch
-    epochs = settings.epochs
-    configured = epochs * steps_per_epoch
+    configured = total_steps_for(settings.epochs, samples, batch)
+    total = configured
     if configured < settings.min_steps:
-        epochs = math.ceil(settings.min_steps / steps_per_epoch)
+        total = settings.min_steps
         reasons.append(
-            f"{samples:,} images: {settings.epochs} epoch(s) = {configured:,} steps < "
+            f"{samples:,} images: {settings.epochs:g} epoch(s) = {configured:,} steps < "
             f"minimum {settings.min_steps:,} ({section or name}.optimizer.min_steps), "
-            f"running {epochs} epochs"
+            f"running {total:,} steps"
         )
-    total = epochs * steps_per_epoch
     if settings.warmup_steps:
         warmup = min(settings.warmup_steps, total)
-    else:
-        # Warmup keeps its share of the run when epochs were raised: 0.1 of 1 epoch stays
+    elif total != configured:
+        # Warmup keeps its share of the run when the steps were raised: 0.1 of 1 epoch stays
         # 10% of the run, not 0.3% of 34 epochs.
         warmup = round(settings.warmup_epochs / settings.epochs * total)
-    return StepBudget(batch, steps_per_epoch, epochs, warmup, tuple(reasons))
+    else:
+        warmup = warmup_steps_for(settings.warmup_epochs, samples, batch)
+    passes = math.ceil(total / steps_per_epoch)
+    return StepBudget(batch, steps_per_epoch, passes, warmup, tuple(reasons), total)
