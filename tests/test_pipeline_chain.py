@@ -65,7 +65,7 @@ def test_chain_on_s3_with_metrics_on_a_pushgateway(s3_server, s3_bucket, pushgat
     assert set(summary["top1"]) == {"teacher", "student", "supervised"}
     pseudo = json.loads(store.read_bytes(f"{output}/pseudolabels/manifest.json"))
     assert sum(s["samples"] for s in pseudo["splits"]["unlabeled"]["shards"]) == 128
-    assert any("[pretrain] step 4/4" in line for line in lines)
+    assert any("[pretrain] step 5/5" in line for line in lines)
 
     # Every training step reported to the Pushgateway, grouped by run and step.
     text = urllib.request.urlopen(f"{pushgateway.url}/metrics", timeout=10).read().decode()

@@ -40,10 +40,14 @@ class StepBudget:
     def describe(self, name: str, samples: int) -> str:
         line = (
             f"[{name}] budget: {samples:,} images, global batch {self.batch_size}, "
-            f"{self.total_steps:,} steps ({self.epochs} passes of {self.steps_per_epoch} "
-            f"steps), warmup {self.warmup_steps:,} steps"
+            f"{self.total_steps:,} steps ({_count(self.epochs, 'pass', 'passes')} of "
+            f"{_count(self.steps_per_epoch, 'step', 'steps')}), warmup {self.warmup_steps:,} steps"
         )
         return "\n".join([line, *(f"[{name}]   {reason}" for reason in self.reasons)])
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number:,} {one if number == 1 else many}"
 
 
 def plan_budget(
