@@ -210,7 +210,7 @@ def tuned_supervised(dataset: str, config: RunConfig, steps: int, seed: int, gri
 
 def progress_only(line: str) -> None:
     """The steps' budget, throughput and ETA lines; not their every record."""
-    if "budget" in line or (" step " in line and "ETA" in line):
+    if "] budget:" in line or (" step " in line and "ETA" in line):
         print(line, flush=True)
 
 

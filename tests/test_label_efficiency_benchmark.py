@@ -43,5 +43,5 @@ def test_label_efficiency_runs_resumes_and_prints_the_table(tmp_path):
     # A rerun finds every result and trains nothing.
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "[label-efficiency]" not in again.stdout and "budget" not in again.stdout
+    assert "[label-efficiency]" not in again.stdout and "] budget:" not in again.stdout
     assert json.loads((tmp_path / "results.json").read_text()) == results
