@@ -55,8 +55,9 @@ def test_damaged_newest_checkpoints_are_skipped_and_the_run_ends_as_uninterrupte
     settings = json.loads(json.dumps(SETTINGS))
     settings["data"] |= {"dataset": str(data), "num_workers": 0}
     config = from_dict(RunConfig, settings)
-    # 32 images / batch 8 = 4 steps per epoch, 8 steps; stopped after 6 (checkpoints 2, 4, 6:
-    # those of the uninterrupted run, as max_steps keeps the full run's schedule).
+    # 32 images / batch 8 = 4 steps per pass; 32 x 2 // 8 + 1 = 9 steps (the reference's
+    # count); stopped after 6 (checkpoints 2, 4, 6: those of the uninterrupted run, as
+    # max_steps keeps the full run's schedule).
     output = tmp_path / "run"
     pretrain(config, str(output), max_steps=6, print_fn=lambda *_: None)
     folder = output / "checkpoints"
@@ -70,12 +71,12 @@ def test_damaged_newest_checkpoints_are_skipped_and_the_run_ends_as_uninterrupte
     for step in (6, 4):
         assert f"WARNING: skipping checkpoint {folder}/step-00000000{step}.pt" in log, log
     assert log.count("fails its content check") == 2
-    assert resumed.resumed_from == str(folder / "step-000000002.pt") and resumed.steps == 8
+    assert resumed.resumed_from == str(folder / "step-000000002.pt") and resumed.steps == 9
     assert f"resuming from {folder}/step-000000002.pt: step 2, epoch 0, batch 2" in log
     # Steps 4 and 6 were trained and saved again: the same bytes as before the damage.
     for step, content in intact.items():
         assert (folder / f"step-00000000{step}.pt").read_bytes() == content, step
-    assert CheckpointStore(str(folder)).steps() == [2, 4, 6, 8]
+    assert CheckpointStore(str(folder)).steps() == [2, 4, 6, 8, 9]
 
 
 def _choose(rank: int, port: int, folder: str, result: str) -> None:

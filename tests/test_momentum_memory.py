@@ -71,9 +71,10 @@ def test_pretrain_with_memory_resumes_to_the_same_weights(tmp_path):
                 "pretrain": {**TINY["pretrain"], "moco": {"enabled": True, "queue_size": 80}},
                 "runtime": {**TINY["runtime"], "checkpoint_every_steps": 2}}  # fmt: skip
     config = from_dict(RunConfig, settings)
-    # 128 / 32 = 4 steps per epoch, 8 steps; the queue (80) fills after 2.5 steps of 64 keys.
+    # 128 / 32 = 4 steps per pass, 128 x 2 // 32 + 1 = 9 steps; the queue (80) fills after 2.5
+    # steps of 64 keys.
     straight = pretrain(config, str(tmp_path / "straight"), print_fn=lambda *_: None)
-    assert straight.steps == 8
+    assert straight.steps == 9
     pretrain(config, str(tmp_path / "resumed"), max_steps=3, print_fn=lambda *_: None)
     state = CheckpointStore(str(tmp_path / "resumed" / "checkpoints")).load()
     assert state["extra"]["filled"] == 80 and state["step"] == 3

@@ -58,7 +58,7 @@ def test_one_of_two_torchrun_processes_killed_then_the_job_resumes(tmp_path):
                                max_samples_per_shard=8, sample_limit=32))  # fmt: skip
     settings = json.loads(json.dumps(SETTINGS))
     settings["data"]["num_workers"] = 0
-    settings["pretrain"]["optimizer"]["epochs"] = 4  # 4 steps per epoch: 16 steps
+    settings["pretrain"]["optimizer"]["epochs"] = 4  # 4 steps per pass: 32 x 4 // 8 + 1 = 17
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(settings))
     output = tmp_path / "out"
@@ -91,4 +91,4 @@ def test_one_of_two_torchrun_processes_killed_then_the_job_resumes(tmp_path):
     assert f"resuming from {newest}: step {sealed[-1]}" in log, log
     assert "WARNING" not in log
     _, metadata = load_model(ObjectStore(), str(output / "model.pt"))
-    assert metadata["steps"] == 16
+    assert metadata["steps"] == 17

@@ -145,9 +145,10 @@ def run_training_loop(
                 pending.add(record, images * context.world_size)
                 done = step >= last_step
                 due_checkpoint = step % config.runtime.checkpoint_every_steps == 0
-                # The run's last step ends its (possibly partial) last pass too, so the
-                # after-epoch measurements see the final weights.
-                epoch_ends = index == steps_per_epoch or done
+                # The run's last step ends its (possibly cut-short) last pass too, so the
+                # after-epoch measurements see the final weights; a max_steps stop in an
+                # earlier pass does not (a stopped run stays a prefix of the full one).
+                epoch_ends = index == steps_per_epoch or (done and epoch == epochs - 1)
                 if done or due_checkpoint or epoch_ends or step % progress.every == 0:
                     report(pending.read())
                 if epoch_ends and after_epoch is not None:  # before the checkpoint saves it
