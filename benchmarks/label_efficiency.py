@@ -84,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sample-limit", type=int, default=None,
                         help="only the first N images of each split (quick checks)")  # fmt: skip
     parser.add_argument("--no-ceiling", action="store_true", help="skip supervised on 100 %%")
-    parser.add_argument("--distill-teachers", nargs="+", default=["stored", "online"],
+    parser.add_argument("--distill-teachers", nargs="+", default=["online", "stored"],
                         choices=["stored", "online"],
                         help="distill the student from these (the first: 'student')")  # fmt: skip
     parser.add_argument("--output", default="runs/label-efficiency")
@@ -307,7 +307,7 @@ def print_table(values: dict, args) -> None:
         low, high = min(args.fractions), max(args.fractions)
         if math.isclose(high / low, 10):
             for epochs in args.pretrain_epochs:
-                student = pick(source, low, f"simclr-e{epochs}", "student")
+                student = pick(source, low, f"simclr-e{epochs}", fields[3])
                 teacher = pick(source, low, f"simclr-e{epochs}", "teacher")
                 baseline = pick(source, high, "supervised")
                 if student and baseline:

@@ -164,8 +164,11 @@ def test_knn_monitor_records_each_epoch_and_changes_no_weight(tiny_dataset, tmp_
                     "pretrain": {**TINY["pretrain"], "knn": knn}}  # fmt: skip
         config = from_dict(RunConfig, settings)
         output = tmp_path / f"knn-{every}"
-        pretrain(config, str(output), print_fn=lambda *_: None)
+        lines = []
+        pretrain(config, str(output), print_fn=lines.append)
         outputs[every] = output
+    said = [line.split(":")[0] for line in lines if "kNN top-1" in line]
+    assert said == ["[pretrain] epoch 1", "[pretrain] epoch 2", "[pretrain] end of training"]
     history = json.loads((outputs[1] / "history.json").read_text())
     knn = [(r["step"], r["knn_top1"]) for r in history if "knn_top1" in r]
     # After each whole pass (6 steps) and at the last step, which ends the short third pass:

@@ -45,7 +45,10 @@ class KnnMonitor:
                 values = {"knn_top1": self._measure(getattr(model, "module", model).encoder)}
             finally:
                 restore_rng_state(rng)
-            self.say(f"[pretrain] epoch {epoch + 1}: kNN top-1 {values['knn_top1']:.2%} "
+            # The last pass can be cut short (the reference's step count), so name it by
+            # what it measures: the final weights.
+            when = "end of training" if epoch + 1 == self.epochs else f"epoch {epoch + 1}"
+            self.say(f"[pretrain] {when}: kNN top-1 {values['knn_top1']:.2%} "
                      f"(k {self.settings.k}, T {self.settings.temperature})")  # fmt: skip
         if self.context.distributed:
             dist.barrier()
