@@ -5,8 +5,8 @@ minimum steps, and the promotion gate deciding.
 One output folder, three runs, in the order a user could meet them:
 1. a broken candidate (the student's learning rate is ~0, so its weights stay at their random
    initialisation) with no production model: rejected, nothing promoted, the run succeeds;
-2. a normal run: the student ends within the gate's margin of its teacher, above the
-   supervised baseline, and is promoted;
+2. a normal run: the student ends within the gate's margin of its teacher and is promoted
+   (the supervised-baseline rule is relaxed here, see CONFIG);
 3. the broken candidate again, now with a production model: rejected with every failed rule's
    numbers; production is unchanged.
 The budgets are small for CI (a few minutes on two cores), so accuracies are far below what
