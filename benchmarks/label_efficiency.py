@@ -272,6 +272,8 @@ def main(argv=None) -> int:
                     results.get_or_run(key, simclr, dataset, model, config, cell,
                                        args.distill_teachers)  # fmt: skip
     print_table(results.values, args)
+    (root / "table.md").write_text(markdown_table(results.values, args))
+    print(f"[label-efficiency] the table in markdown (for the README): {root / 'table.md'}")
     return 0
 
 
@@ -283,11 +285,45 @@ def _cell(values: list[float]) -> str:
     return f"{100 * mean:.2f} ± {100 * spread:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
 
 
+def _pick(values: dict, source: str, fraction: float, kind: str, field="top1") -> list[float]:
+    """One field of every seed's result for a cell (absent results are left out)."""
+    return [values[k][field] for k in values
+            if k.startswith(f"{source}/{fraction:g}/") and k.endswith(f"/{kind}")
+            and field in values[k]]  # fmt: skip
+
+
+NAMES = {"linear": "linear", "knn": "kNN", "teacher": "teacher"}
+
+
+def markdown_table(values: dict, args) -> str:
+    """The table as markdown, one row per dataset, label fraction and pretraining length,
+    with the commits and machines its numbers come from (the README quotes this file)."""
+    fields = ["linear", "knn", "teacher", *(f"student_{m}" for m in args.distill_teachers)]
+    named = [NAMES.get(f, f.replace("student_", "student (") + ")") for f in fields]
+    header = ["dataset", "labels", "supervised (tuned)", "pretraining", *named]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for source in args.datasets:
+        for fraction in args.fractions:
+            supervised = _cell(_pick(values, source, fraction, "supervised"))
+            for epochs in args.pretrain_epochs:
+                kind = f"simclr-e{epochs}"
+                cells = [_cell(_pick(values, source, fraction, kind, f)) for f in fields]
+                row = [source, f"{100 * fraction:g} %", supervised, f"{epochs} epochs", *cells]
+                lines.append("| " + " | ".join(row) + " |")
+        ceiling = _cell(_pick(values, source, 1.0, "supervised"))
+        lines.append(f"| {source} | 100 % (ceiling) | {ceiling} |" + " |" * (len(header) - 3))
+    seeds = ", ".join(map(str, args.seeds))
+    origins = sorted({f"{v['commit']} on {v['machine']}" for v in values.values()
+                      if v.get("commit")})  # fmt: skip
+    return (
+        "\n".join(lines) + f"\n\nTest top-1 (%), mean ± std over seeds {seeds}. "
+        "Measured at " + "; ".join(origins) + ".\n"
+    )
+
+
 def print_table(values: dict, args) -> None:
     def pick(source, fraction, kind, field="top1"):
-        return [values[k][field] for k in values
-                if k.startswith(f"{source}/{fraction:g}/") and k.endswith(f"/{kind}")
-                and field in values[k]]  # fmt: skip
+        return _pick(values, source, fraction, kind, field)
 
     print("\nTest top-1 (%), mean ± std over seeds", ", ".join(map(str, args.seeds)))
     for source in args.datasets:

@@ -39,9 +39,14 @@ def test_label_efficiency_runs_resumes_and_prints_the_table(tmp_path):
     assert f"{baseline['lr']:g}/{baseline['weight_decay']:g}" in baseline["grid"]
     assert len(baseline["commit"]) >= 7 and baseline["machine"]
     assert "student online e1" in done.stdout and "goal (e1): student at 0.05" in done.stdout
+    table = (tmp_path / "table.md").read_text()  # the README's table, from results.json
+    row = next(line for line in table.splitlines() if line.startswith("| fashion-mnist | 5 % |"))
+    assert f"| {100 * cell['student_online']:.2f} |" in row and "| 1 epochs |" in row
+    assert baseline["commit"] in table and baseline["machine"] in table
 
     # A rerun finds every result and trains nothing.
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "[label-efficiency]" not in again.stdout and "] budget:" not in again.stdout
+    assert "[label-efficiency] fashion-mnist/" not in again.stdout  # no new result
+    assert "] budget:" not in again.stdout
     assert json.loads((tmp_path / "results.json").read_text()) == results
