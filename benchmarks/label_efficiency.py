@@ -115,14 +115,17 @@ class Results:
         self.origin = measured_on()
 
     def get_or_run(self, key: str, run, *arguments) -> dict:
-        if key not in self.values:
-            started = time.perf_counter()
-            found = run(*arguments)
-            seconds = round(time.perf_counter() - started, 1)
-            self.values[key] = found | {"seconds": seconds} | self.origin
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.values, indent=1))
-            print(f"[label-efficiency] {key}: {self.values[key]}", flush=True)
+        return self.values[key] if key in self.values else self.measure(key, run, *arguments)
+
+    def measure(self, key: str, run, *arguments) -> dict:
+        """Run, and record what it returns with its time, commit and machine."""
+        started = time.perf_counter()
+        found = run(*arguments)
+        seconds = round(time.perf_counter() - started, 1)
+        self.values[key] = found | {"seconds": seconds} | self.origin
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.values, indent=1))
+        print(f"[label-efficiency] {key}: {self.values[key]}", flush=True)
         return self.values[key]
 
 
@@ -208,6 +211,15 @@ def tuned_supervised(dataset: str, config: RunConfig, steps: int, seed: int, gri
             "grid_steps": grid_steps, "steps": steps, "labeled_images": len(images)}  # fmt: skip
 
 
+def pretrained(config: RunConfig, folder: Path) -> dict:
+    """Pretrain (resuming from its checkpoints); its steps, last loss and kNN curve."""
+    done = pretrain(config, str(folder), print_fn=progress_only)
+    history = json.loads((folder / "history.json").read_text())
+    return {"steps": done.steps, "final_loss": done.final_loss,
+            "knn_top1": [r["knn_top1"] for r in history if "knn_top1" in r],
+            "resumed_from": done.resumed_from}  # fmt: skip
+
+
 def progress_only(line: str) -> None:
     """The steps' budget, throughput and ETA lines; not their every record."""
     if "] budget:" in line or (" step " in line and "ETA" in line):
@@ -264,8 +276,9 @@ def main(argv=None) -> int:
                     pretrain=dataclasses.replace(config.pretrain, optimizer=settings),
                 )  # fmt: skip
                 model = str(folder / "pretrain" / "model.pt")
-                if not Path(model).exists():
-                    pretrain(pretrain_config, str(folder / "pretrain"), print_fn=progress_only)
+                if not Path(model).exists():  # the model is the cache; the record has its time
+                    results.measure(f"{source}/s{seed}/pretrain-e{epochs}", pretrained,
+                                    pretrain_config, folder / "pretrain")  # fmt: skip
                 for fraction, dataset in data.items():
                     key = f"{source}/{fraction:g}/s{seed}/simclr-e{epochs}"
                     cell = folder / f"f{fraction:g}"
@@ -312,6 +325,11 @@ def markdown_table(values: dict, args) -> str:
                 lines.append("| " + " | ".join(row) + " |")
         ceiling = _cell(_pick(values, source, 1.0, "supervised"))
         lines.append(f"| {source} | 100 % (ceiling) | {ceiling} |" + " |" * (len(header) - 3))
+    for key, run in values.items():
+        if "/pretrain-e" in key:
+            knn = " -> ".join(f"{100 * v:.2f}" for v in run["knn_top1"]) or "-"
+            lines.append(f"\n{key}: {run['steps']:,} steps in {run['seconds'] / 60:.0f} min, "
+                         f"kNN top-1 by pass {knn}")  # fmt: skip
     seeds = ", ".join(map(str, args.seeds))
     origins = sorted({f"{v['commit']} on {v['machine']}" for v in values.values()
                       if v.get("commit")})  # fmt: skip

@@ -43,6 +43,9 @@ def test_label_efficiency_runs_resumes_and_prints_the_table(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| fashion-mnist | 5 % |"))
     assert f"| {100 * cell['student_online']:.2f} |" in row and "| 1 epochs |" in row
     assert baseline["commit"] in table and baseline["machine"] in table
+    pretrained = results["fashion-mnist/s0/pretrain-e1"]  # the pretraining's time is recorded
+    assert pretrained["steps"] >= 1 and pretrained["seconds"] > 0
+    assert f"fashion-mnist/s0/pretrain-e1: {pretrained['steps']:,} steps in" in table
 
     # A rerun finds every result and trains nothing.
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
