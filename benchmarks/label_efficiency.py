@@ -331,11 +331,13 @@ def markdown_table(values: dict, args) -> str:
             lines.append(f"\n{key}: {run['steps']:,} steps in {run['seconds'] / 60:.0f} min, "
                          f"kNN top-1 by pass {knn}")  # fmt: skip
     seeds = ", ".join(map(str, args.seeds))
-    origins = sorted({f"{v['commit']} on {v['machine']}" for v in values.values()
-                      if v.get("commit")})  # fmt: skip
+    commits = {}  # machine -> the commits measured on it, in the order they first appear
+    for value in values.values():
+        commits.setdefault(value["machine"], {})[value["commit"]] = None
+    origins = [f"{', '.join(c)} on {machine}" for machine, c in commits.items()]
     return (
         "\n".join(lines) + f"\n\nTest top-1 (%), mean ± std over seeds {seeds}. "
-        "Measured at " + "; ".join(origins) + ".\n"
+        "Measured at commits " + "; ".join(origins) + ".\n"
     )
 
 
