@@ -30,6 +30,7 @@ student at least its teacher.
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -342,8 +343,7 @@ def markdown_table(values: dict, args) -> str:
 
 
 def print_table(values: dict, args) -> None:
-    def pick(source, fraction, kind, field="top1"):
-        return _pick(values, source, fraction, kind, field)
+    pick = functools.partial(_pick, values)
 
     print("\nTest top-1 (%), mean ± std over seeds", ", ".join(map(str, args.seeds)))
     for source in args.datasets:
@@ -363,7 +363,8 @@ def print_table(values: dict, args) -> None:
         low, high = min(args.fractions), max(args.fractions)
         if math.isclose(high / low, 10):
             for epochs in args.pretrain_epochs:
-                student = pick(source, low, f"simclr-e{epochs}", fields[3])
+                first = f"student_{args.distill_teachers[0]}"  # the default mode's student
+                student = pick(source, low, f"simclr-e{epochs}", first)
                 teacher = pick(source, low, f"simclr-e{epochs}", "teacher")
                 baseline = pick(source, high, "supervised")
                 if student and baseline:

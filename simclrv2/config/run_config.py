@@ -214,7 +214,8 @@ class SupervisedSettings:
 class DistillSettings:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     # The paper uses 0.1 for self-distillation; at the quick start's learning rate 0.1
-    # collapsed the student to chance, 1.0 did not (docs/method-notes.md, "Distillation").
+    # collapsed the student to chance, 1.0 did not (docs/method-notes.md, "Distillation at
+    # small scale").
     temperature: float = 1.0
     alpha: float = 0.0  # weight of the labeled loss; the paper's default uses none
     student: EncoderSettings | None = None  # None: same encoder as the teacher
