@@ -354,6 +354,15 @@ def test_mnist_default_search_and_how_to(tmp_path, monkeypatch):
     assert len(open_builtin_source("mnist").records("train")) == 20
 
 
+def test_mnist_found_where_make_data_puts_it(tmp_path, monkeypatch):
+    """`make data` writes MNIST to .cache/datasets/mnist; `mnist` must open it with no setting."""
+    monkeypatch.delenv("SIMCLRV2_MNIST", raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_mnist(tmp_path / ".cache" / "datasets" / "mnist")
+    source = open_builtin_source("mnist")
+    assert len(source.records("train")) == 20  # this folder's, not the repository's 60,000
+
+
 def test_cifar10_official_pickles(tmp_path):
     written = write_cifar10(tmp_path)
     source = open_builtin_source("cifar10", root=tmp_path)  # the parent of the batches folder

