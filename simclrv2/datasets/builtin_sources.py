@@ -95,10 +95,10 @@ def _locate(
             found = {name: _resolve_file(folder, name) for name in names}
             if all(found.values()):
                 return {name: path for name, path in found.items() if path is not None}
-    raise FileNotFoundError(
-        f"{dataset} not found: looked in {', '.join(looked) or 'nowhere'} ({source}) for "
-        f"{', '.join(names)}.\n{how_to}"
-    )
+    where = f"looked in {', '.join(looked)} ({source})"
+    if not looked:  # no default place for this dataset: only root= or the variable say where
+        where = f"no root given and ${env_var} is not set"
+    raise FileNotFoundError(f"{dataset} not found: {where}; it needs {', '.join(names)}.\n{how_to}")
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:
