@@ -269,6 +269,9 @@ def main(argv=None) -> int:
                 results.get_or_run(f"{source}/1/s{seed}/supervised",
                                    tuned_supervised, full, config, steps, seed, grid)  # fmt: skip
             for epochs in args.pretrain_epochs:
+                cells = {f: f"{source}/{f:g}/s{seed}/simclr-e{epochs}" for f in args.fractions}
+                if all(key in results.values for key in cells.values()):
+                    continue  # a results.json alone (benchmarks/results/) needs no pretraining
                 folder = root / source / f"s{seed}" / f"e{epochs}"
                 first = data[args.fractions[0]]  # the unlabeled split is the same for all
                 settings = dataclasses.replace(config.pretrain.optimizer, epochs=epochs)
@@ -281,9 +284,8 @@ def main(argv=None) -> int:
                     results.measure(f"{source}/s{seed}/pretrain-e{epochs}", pretrained,
                                     pretrain_config, folder / "pretrain")  # fmt: skip
                 for fraction, dataset in data.items():
-                    key = f"{source}/{fraction:g}/s{seed}/simclr-e{epochs}"
                     cell = folder / f"f{fraction:g}"
-                    results.get_or_run(key, simclr, dataset, model, config, cell,
+                    results.get_or_run(cells[fraction], simclr, dataset, model, config, cell,
                                        args.distill_teachers)  # fmt: skip
     print_table(results.values, args)
     (root / "table.md").write_text(markdown_table(results.values, args))

@@ -53,3 +53,15 @@ def test_label_efficiency_runs_resumes_and_prints_the_table(tmp_path):
     assert "[label-efficiency] fashion-mnist/" not in again.stdout  # no new result
     assert "] budget:" not in again.stdout
     assert json.loads((tmp_path / "results.json").read_text()) == results
+
+    # A results.json alone (as kept in benchmarks/results/, without the models) is enough too:
+    # the cells it holds need no pretraining.
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "results.json").write_text(json.dumps(results))
+    command[command.index("--output") + 1] = str(kept)
+    alone = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    assert "] budget:" not in alone.stdout
+    assert "[label-efficiency] fashion-mnist/" not in alone.stdout
+    assert (kept / "table.md").read_text() == table
