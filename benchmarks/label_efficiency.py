@@ -271,7 +271,7 @@ def main(argv=None) -> int:
             for epochs in args.pretrain_epochs:
                 cells = {f: f"{source}/{f:g}/s{seed}/simclr-e{epochs}" for f in args.fractions}
                 if all(key in results.values for key in cells.values()):
-                    continue  # a results.json alone (benchmarks/results/) needs no pretraining
+                    continue  # a kept results.json (benchmarks/measured/) needs no models
                 folder = root / source / f"s{seed}" / f"e{epochs}"
                 first = data[args.fractions[0]]  # the unlabeled split is the same for all
                 settings = dataclasses.replace(config.pretrain.optimizer, epochs=epochs)

@@ -54,7 +54,7 @@ def test_label_efficiency_runs_resumes_and_prints_the_table(tmp_path):
     assert "] budget:" not in again.stdout
     assert json.loads((tmp_path / "results.json").read_text()) == results
 
-    # A results.json alone (as kept in benchmarks/results/, without the models) is enough too:
+    # A results.json alone (as kept in benchmarks/measured/, without the models) is enough too:
     # the cells it holds need no pretraining.
     kept = tmp_path / "kept"
     kept.mkdir()
