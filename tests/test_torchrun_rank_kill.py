@@ -89,6 +89,9 @@ def test_one_of_two_torchrun_processes_killed_then_the_job_resumes(tmp_path):
     log = (tmp_path / "second.log").read_text()
     newest = checkpoints.uri_for_step(sealed[-1])
     assert f"resuming from {newest}: step {sealed[-1]}" in log, log
-    assert "WARNING" not in log
+    # No warning from the resume; 17 steps at batch 8 may leave the loss where it started, and
+    # the stage-health check rightly says so (that warning is about the toy budget, not faults).
+    warnings = [line for line in log.splitlines() if "WARNING" in line]
+    assert all("contrastive loss hardly moved" in line for line in warnings), warnings
     _, metadata = load_model(ObjectStore(), str(output / "model.pt"))
     assert metadata["steps"] == 17
