@@ -27,3 +27,12 @@ def test_per_class_and_errors():
         balanced_subset(labels, per_class=101)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         balanced_subset(labels, fraction=1.5)
+
+
+def test_fraction_one_is_every_image_even_when_classes_differ_in_size():
+    # MNIST's classes hold 5,421 to 6,742 images: "100 % of the labels" must not ask every
+    # class for the mean count (the label-efficiency ceiling failed so).
+    labels = torch.cat([torch.zeros(7, dtype=torch.long), torch.ones(3, dtype=torch.long)])
+    assert balanced_subset(labels, fraction=1.0).tolist() == list(range(10))
+    with pytest.raises(ValueError, match="at most 3 per class"):
+        balanced_subset(labels, fraction=0.9)

@@ -12,7 +12,10 @@ def balanced_subset(
     seed: int = 0,
 ) -> torch.Tensor:
     """Sorted indices of a class-balanced subset: `per_class` images of every class, or
-    round(fraction * N / num_classes) each. The same labels and seed give the same subset."""
+    round(fraction * N / num_classes) each. The same labels and seed give the same subset.
+
+    fraction 1 is every image, balanced or not: a balanced "100 %" of a dataset whose classes
+    differ in size (MNIST: 5,421 to 6,742) would not exist, and the ceiling wants all labels."""
     if (fraction is None) == (per_class is None):
         raise ValueError("give exactly one of fraction (e.g. 0.01) or per_class (e.g. 13)")
     classes = torch.unique(labels)
@@ -21,6 +24,8 @@ def balanced_subset(
             raise ValueError(
                 f"label fraction must be in (0, 1], e.g. 0.01 for 1 % of the labels; got {fraction}"
             )
+        if fraction == 1:
+            return torch.arange(len(labels))
         per_class = max(1, math.floor(fraction * len(labels) / len(classes) + 0.5))
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
