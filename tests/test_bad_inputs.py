@@ -438,7 +438,7 @@ ROWS: list[Row] = [
         "shard --source <tmp>/src --output <tmp>/out --labels-per-class 5",
         2,
         "simclrv2: error: class 0 has 3 images, fewer than the 5 labeled images per class asked "
-        "for: ask for at most 3 per class, or a smaller fraction",
+        "for: ask for at most 3 per class, or fraction 1 (every image)",
         folder(),
     ),
     Row(

@@ -34,5 +34,7 @@ def test_fraction_one_is_every_image_even_when_classes_differ_in_size():
     # class for the mean count (the label-efficiency ceiling failed so).
     labels = torch.cat([torch.zeros(7, dtype=torch.long), torch.ones(3, dtype=torch.long)])
     assert balanced_subset(labels, fraction=1.0).tolist() == list(range(10))
-    with pytest.raises(ValueError, match="at most 3 per class"):
+    with pytest.raises(ValueError, match=r"at most 3 per class, a fraction of at most 0\.6,"):
         balanced_subset(labels, fraction=0.9)
+    # The fraction the message offers works.
+    assert torch.bincount(labels[balanced_subset(labels, fraction=0.6)]).tolist() == [3, 3]

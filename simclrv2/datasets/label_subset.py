@@ -34,11 +34,18 @@ def balanced_subset(
     for cls in classes:
         members = torch.nonzero(labels == cls).flatten()
         if len(members) < per_class:
+            smallest = min(int((labels == c).sum()) for c in classes)
+            # The largest fraction whose rounded share per class is `smallest`.
+            largest = math.floor(smallest * len(classes) / len(labels) * 10_000) / 10_000
+            fractions = (
+                f"a fraction of at most {largest:g}, or fraction 1 (every image, not balanced)"
+                if largest < 1
+                else "or fraction 1 (every image)"
+            )
             raise ValueError(
                 f"class {int(cls)} has {len(members)} images, fewer than the {per_class} "
-                "labeled images per class asked for: ask for at most "
-                f"{min(int((labels == c).sum()) for c in classes)} per class, or a smaller "
-                "fraction"
+                f"labeled images per class asked for: ask for at most {smallest} per class, "
+                f"{fractions}"
             )
         order = torch.randperm(len(members), generator=generator)
         chosen.append(members[order[:per_class]])
